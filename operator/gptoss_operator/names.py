@@ -1,0 +1,77 @@
+"""Names of the API, labels, annotations, conditions and operator metrics, defined once."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "gptoss.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "GptOssDeployment"
+PLURAL: Final = "gptossdeployments"
+SINGULAR: Final = "gptossdeployment"
+SHORT_NAMES: Final = ("gptoss",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+FIELD_MANAGER: Final = "gpt-oss-operator"
+
+# Labels on every child; the selector of the server pods uses LABEL_INSTANCE + LABEL_COMPONENT.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MODEL: Final = f"{GROUP}/model"
+LABEL_DEPLOYMENT: Final = f"{GROUP}/deployment"  # the owning GptOssDeployment's name
+APP_NAME: Final = "gpt-oss"
+MANAGED_BY: Final = "gpt-oss-operator"
+COMPONENT_SERVER: Final = "server"
+COMPONENT_WEIGHTS: Final = "weights"
+
+# Annotations
+ANNOTATION_GENERATION: Final = f"{GROUP}/generation"  # CR generation a pod template was built from
+ANNOTATION_PLAN_HASH: Final = f"{GROUP}/plan-hash"  # rolls pods when the plan changes
+KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"  # Kopf's own bookkeeping lives under our group
+
+# Status conditions
+COND_READY: Final = "Ready"
+COND_PROGRESSING: Final = "Progressing"
+COND_DEGRADED: Final = "Degraded"
+COND_WEIGHTS_READY: Final = "WeightsReady"
+COND_CAPACITY_AVAILABLE: Final = "CapacityAvailable"
+COND_CAPACITY_LIMITED: Final = "CapacityLimited"  # set by the autoscaler
+CONDITION_TYPES: Final = (
+    COND_READY,
+    COND_PROGRESSING,
+    COND_DEGRADED,
+    COND_WEIGHTS_READY,
+    COND_CAPACITY_AVAILABLE,
+    COND_CAPACITY_LIMITED,
+)
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+
+# Phases for the printer column
+PHASE_PENDING: Final = "Pending"
+PHASE_PROGRESSING: Final = "Progressing"
+PHASE_READY: Final = "Ready"
+PHASE_DEGRADED: Final = "Degraded"
+PHASE_FAILED: Final = "Failed"
+
+# GPU scheduling
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL: Final = "nvidia.com/gpu.memory"
+GPU_COUNT_LABEL: Final = "nvidia.com/gpu.count"
+GPU_TAINT_KEY: Final = "nvidia.com/gpu"
+
+# The operator's own Prometheus metrics
+METRIC_RECONCILES: Final = "gptoss_operator_reconciles_total"  # label result=success|error|invalid
+METRIC_RECONCILE_DURATION: Final = "gptoss_operator_reconcile_duration_seconds"
+METRIC_API_REQUESTS: Final = "gptoss_operator_api_requests_total"  # labels verb, code
+METRIC_DEPLOYMENTS: Final = "gptoss_operator_deployments"  # label phase
+METRIC_DESIRED_REPLICAS: Final = "gptoss_operator_desired_replicas"  # labels namespace, name
+METRIC_READY_REPLICAS: Final = "gptoss_operator_ready_replicas"
+METRIC_GPUS: Final = "gptoss_operator_gpus"  # GPUs requested by ready+starting replicas
+METRIC_AUTOSCALER_DECISIONS: Final = "gptoss_operator_autoscaler_decisions_total"  # direction, reason
+METRIC_CAPACITY_LIMITED: Final = "gptoss_operator_capacity_limited"  # 1 while capped, labels ns, name
+METRIC_WEIGHTS_READY: Final = "gptoss_operator_weights_ready"  # 1 when weights are in the cache

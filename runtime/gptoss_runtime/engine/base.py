@@ -1,0 +1,51 @@
+"""The engine interface: token ids in, a cancellable async stream of token ids out, live stats."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """New tokens since the previous chunk; the last chunk has `finish_reason` set."""
+
+    token_ids: list[int]
+    finish_reason: str | None = None  # "stop" (a stop token), "length" (max_tokens/max_seq_len), "cancelled"
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    requests_running: int
+    requests_waiting: int
+    kv_cache_utilization: float  # 0..1
+    generated_tokens_total: int
+    prompt_tokens_total: int
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Closing the iterator returned by `generate` (aclose / task cancellation) cancels the request."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,89 @@
+"""The serving plan: the one typed contract between the operator and the inference pod.
+
+The operator's planner produces a `ServingPlan`; the operator stores it in a ConfigMap (key
+`contract.PLAN_FILE_NAME`, JSON with camelCase keys) and in `status.plan`; the pod's launcher reads it
+and renders the Triton model repository and TensorRT-LLM options from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+ModelName = Literal["gpt-oss-20b", "gpt-oss-120b"]
+MoeBackend = Literal["TRITON", "CUTLASS"]
+KvCacheDtype = Literal["auto", "bf16", "fp8"]
+ReasoningEffort = Literal["low", "medium", "high"]
+
+PLAN_SCHEMA_VERSION = 1
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class EngineSettings(_CamelModel):
+    """Resolved TensorRT-LLM LLM-API settings (PyTorch backend)."""
+
+    tensor_parallel_size: int = Field(ge=1, description="GPUs that split each layer (TP).")
+    moe_expert_parallel_size: int = Field(ge=1, description="GPUs that split the experts (EP).")
+    moe_backend: MoeBackend = Field(description="MoE kernels; TRITON is the MXFP4 path on Hopper.")
+    attention_data_parallel: bool = Field(description="Attention data parallelism (enable_attention_dp).")
+    max_seq_len: int = Field(ge=256, description="Longest prompt + output, in tokens.")
+    max_batch_size: int = Field(ge=1, description="Most sequences scheduled in one step.")
+    max_num_tokens: int = Field(ge=256, description="Most tokens (prefill + decode) in one step.")
+    kv_cache_free_memory_fraction: float = Field(
+        gt=0, le=0.95, description="Share of free GPU memory after weights given to the KV cache."
+    )
+    kv_cache_dtype: KvCacheDtype = Field(description="KV cache element type; auto follows the model (BF16).")
+    cuda_graph_batch_sizes: tuple[int, ...] = Field(description="Batch sizes captured as CUDA graphs.")
+    cuda_graph_padding: bool = Field(default=True, description="Pad batches up to a captured graph size.")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for the engine, e.g. TRTLLM_ENABLE_PDL=1."
+    )
+
+
+class KvBudget(_CamelModel):
+    """How the GPU memory of one replica is spent, as the planner estimates it."""
+
+    gpu_memory_gib: float = Field(description="Total memory of the replica's GPUs.")
+    weights_gib: float = Field(description="Loaded weights across the replica's GPUs.")
+    activation_headroom_gib: float = Field(description="Reserved for activations, CUDA graphs, NCCL.")
+    kv_cache_gib: float = Field(description="Left for the KV cache.")
+    kv_bytes_per_token: int = Field(description="KV cache bytes per token (full-attention layers).")
+    kv_cache_tokens: int = Field(description="Tokens the KV cache holds.")
+    max_concurrent_sequences: int = Field(description="Sequences of maxSeqLen that fit at once.")
+
+
+class ServingPlan(_CamelModel):
+    """Everything the pod needs to serve one gpt-oss deployment."""
+
+    schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="Plan format version.")
+    model: ModelName
+    gpu_product: str = Field(description="GPU Feature Discovery product label value.")
+    gpus_per_replica: int = Field(ge=1, le=8)
+    engine: EngineSettings
+    kv_budget: KvBudget
+    default_reasoning_effort: ReasoningEffort = "medium"
+    openai_endpoint: bool = True
+    weights_subdir: str = Field(
+        default="", description="Folder under the weights volume that holds config.json (PVC subPath)."
+    )
+    weights_revision: str | None = Field(default=None, description="Pinned revision the weights must match.")
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ServingPlan:
+        return cls.model_validate_json(text)
+
+    @classmethod
+    def load(cls, path: Path) -> ServingPlan:
+        return cls.from_json(path.read_text(encoding="utf-8"))

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Build the local control plane (kwok, kwokctl, kube-apiserver, kube-controller-manager, kube-scheduler,
+# etcd) and helm from Go modules, once per pinned version, into
+#   ~/.cache/gpt-oss-operator/bin/<component>-<version>/
+# A component whose directory is complete is reused; a cold build happens only when the cache lacks that
+# version. Only the Go module proxy is used. Usage: build.sh [component...]
+# (components: kwok kubernetes etcd helm; default all).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+
+BIN_CACHE="${GPTOSS_BIN_CACHE:-$HOME/.cache/gpt-oss-operator/bin}"
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+# -mod=mod lets the generated wrapper modules fill in go.sum while building.
+export GOFLAGS="-buildvcs=false -mod=mod"
+LEAN_LDFLAGS="-s -w"
+
+CLEANUP=()
+cleanup() { if [[ ${#CLEANUP[@]} -gt 0 ]]; then rm -rf "${CLEANUP[@]}"; fi; }
+trap cleanup EXIT
+
+log() { printf '[build %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "go is not on PATH; install Go >= 1.26 (kwok v0.8 needs it)"
+
+# is_built DIR FILE...: true when DIR holds the completion marker and every named binary.
+is_built() {
+  local dir="$1"; shift
+  [[ -f "$dir/.complete" ]] || return 1
+  local f
+  for f in "$@"; do [[ -x "$dir/$f" ]] || return 1; done
+}
+
+# finish STAGING FINAL START: mark a staging directory complete and move it into place atomically.
+finish() {
+  local staging="$1" final="$2" start="$3"
+  date -u +%Y-%m-%dT%H:%M:%SZ >"$staging/.complete"
+  rm -rf "$final"
+  mv "$staging" "$final"
+  log "done $(basename "$final") in $(( $(date +%s) - start ))s -> $final"
+}
+
+# module_json MODULE@VERSION: download a module through the proxy, print `go mod download -json`.
+module_json() { go mod download -json "$1"; }
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+build_kwok() {
+  local final="$BIN_CACHE/kwok-$KWOK_VERSION"
+  if is_built "$final" kwok kwokctl; then log "kwok $KWOK_VERSION cached"; return; fi
+  local start; start=$(date +%s)
+  log "building kwok + kwokctl $KWOK_VERSION (go install)"
+  local staging="$final.partial"
+  rm -rf "$staging"; mkdir -p "$staging"
+  GOBIN="$staging" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "$LEAN_LDFLAGS" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+  finish "$staging" "$final" "$start"
+}
+
+# new_wrapper DIR NAME: an empty Go module used to build commands of modules with replace directives.
+new_wrapper() {
+  local dir="$1"
+  (cd "$dir" && go mod init "local.invalid/gptoss-$2-wrapper" >/dev/null 2>&1)
+  cat >"$dir/main.go" <<'EOF'
+// Package main is empty: this module only pins dependencies for `go build <their commands>`.
+package main
+
+func main() {}
+EOF
+}
+
+# replace_local_staging WRAPPER UPSTREAM_GOMOD VERSION: for every `replace X => ./path` in the upstream
+# go.mod (k8s.io/kubernetes replaces its staging repositories with local paths), replace X with its
+# published module at VERSION in the wrapper.
+replace_local_staging() {
+  local wrapper="$1" gomod="$2" version="$3" mod count=0
+  while read -r mod; do
+    [[ -n "$mod" ]] || continue
+    (cd "$wrapper" && go mod edit -replace "$mod=$mod@$version")
+    count=$((count + 1))
+  done < <(go mod edit -json "$gomod" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    if r["New"]["Path"].startswith("."):
+        print(r["Old"]["Path"])
+')
+  log "  replaced $count local staging modules with their $version releases"
+}
+
+build_kubernetes() {
+  local final="$BIN_CACHE/kubernetes-$KUBE_VERSION"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+  if is_built "$final" "${cmds[@]}"; then log "kubernetes $KUBE_VERSION cached"; return; fi
+  local start; start=$(date +%s)
+  log "building ${cmds[*]} $KUBE_VERSION (one go build, shared compilation)"
+  local json gomod wrapper staging="$final.partial"
+  json=$(module_json "k8s.io/kubernetes@$KUBE_VERSION")
+  gomod=$(json_field GoMod <<<"$json")
+  wrapper=$(mktemp -d "${TMPDIR:-/tmp}/gptoss-k8s-wrapper.XXXXXX")
+  CLEANUP+=("$wrapper")
+  new_wrapper "$wrapper" kubernetes
+  (cd "$wrapper" && go mod edit -require "k8s.io/kubernetes@$KUBE_VERSION")
+  # Staging modules are published as v0.<minor>.<patch> for Kubernetes v1.<minor>.<patch>.
+  replace_local_staging "$wrapper" "$gomod" "v0.${KUBE_VERSION#v1.}"
+  local major minor rest
+  rest="${KUBE_VERSION#v}"; major="${rest%%.*}"; rest="${rest#*.}"; minor="${rest%%.*}"
+  local ldflags="$LEAN_LDFLAGS" pkg
+  # Without these the servers report v0.0.0-master, which breaks Helm's kubeVersion checks.
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  rm -rf "$staging"; mkdir -p "$staging"
+  local pkgs=() c
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd "$wrapper" && go build -trimpath -ldflags "$ldflags" -o "$staging/" "${pkgs[@]}")
+  finish "$staging" "$final" "$start"
+}
+
+build_etcd() {
+  local final="$BIN_CACHE/etcd-$ETCD_VERSION"
+  if is_built "$final" etcd; then log "etcd $ETCD_VERSION cached"; return; fi
+  local start; start=$(date +%s)
+  log "building etcd $ETCD_VERSION"
+  local json gomod wrapper staging="$final.partial"
+  json=$(module_json "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  gomod=$(json_field GoMod <<<"$json")
+  wrapper=$(mktemp -d "${TMPDIR:-/tmp}/gptoss-etcd-wrapper.XXXXXX")
+  CLEANUP+=("$wrapper")
+  new_wrapper "$wrapper" etcd
+  (cd "$wrapper" && go mod edit -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  # server/v3 replaces its sibling etcd modules (api, client, pkg) with local paths; they are published
+  # at the same version.
+  replace_local_staging "$wrapper" "$gomod" "$ETCD_VERSION"
+  rm -rf "$staging"; mkdir -p "$staging"
+  # The server module's root package is the etcd main package.
+  (cd "$wrapper" && go build -trimpath -ldflags "$LEAN_LDFLAGS" -o "$staging/etcd" go.etcd.io/etcd/server/v3)
+  finish "$staging" "$final" "$start"
+}
+
+build_helm() {
+  local final="$BIN_CACHE/helm-$HELM_VERSION"
+  if is_built "$final" helm; then log "helm $HELM_VERSION cached"; return; fi
+  local start; start=$(date +%s)
+  log "building helm $HELM_VERSION (go install)"
+  local major="${HELM_VERSION%%.*}" staging="$final.partial"
+  local module="helm.sh/helm/$major"
+  rm -rf "$staging"; mkdir -p "$staging"
+  GOBIN="$staging" GOFLAGS="-buildvcs=false" go install -trimpath \
+    -ldflags "$LEAN_LDFLAGS -X $module/internal/version.version=$HELM_VERSION" "$module/cmd/helm@$HELM_VERSION"
+  finish "$staging" "$final" "$start"
+}
+
+main() {
+  local components=("$@")
+  [[ ${#components[@]} -gt 0 ]] || components=(kwok kubernetes etcd helm)
+  mkdir -p "$BIN_CACHE"
+  local c total_start; total_start=$(date +%s)
+  for c in "${components[@]}"; do
+    case "$c" in
+      kwok | kubernetes | etcd | helm) "build_$c" ;;
+      *) die "unknown component '$c'; expected one of: kwok kubernetes etcd helm" ;;
+    esac
+  done
+  log "all requested components ready in $(( $(date +%s) - total_start ))s under $BIN_CACHE"
+}
+
+main "$@"

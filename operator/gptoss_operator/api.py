@@ -1,0 +1,507 @@
+"""The `GptOssDeployment` API (`gptoss.io/v1alpha1`), modelled with pydantic v2.
+
+These models are the only source of the CRD schema (`gptoss_operator.crd` generates it from them). Every
+field carries a description so that `kubectl explain gptoss.spec` teaches the API. Cross-field rules that
+the API server can check at admission are CEL rules (`x-kubernetes-validations`) declared next to the
+model they constrain; rules that need the catalog (GPU memory, context that fits) live in the planner.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from gptoss_runtime.plan import KvCacheDtype, ModelName, ReasoningEffort, ServingPlan
+
+DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+# Admission rules, kept as data so tests can evaluate them with cel-python too.
+CEL_GPU_COUNT_PER_MODEL: JsonDict = {
+    "rule": "!has(self.gpu) || !has(self.gpu.count) || self.model != 'gpt-oss-20b' || self.gpu.count == 1",
+    "message": "gpu.count: gpt-oss-20b runs on 1 GPU; set gpu.count to 1 or leave it out",
+    "fieldPath": ".gpu.count",
+    "reason": "FieldValueInvalid",
+}
+CEL_REPLICAS_WITHIN_AUTOSCALING: JsonDict = {
+    "rule": (
+        "!has(self.autoscaling) || !self.autoscaling.enabled || !has(self.replicas) || "
+        "(self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)"
+    ),
+    "message": (
+        "replicas: with autoscaling.enabled, replicas must lie between autoscaling.minReplicas and "
+        "autoscaling.maxReplicas; set replicas to minReplicas"
+    ),
+    "fieldPath": ".replicas",
+    "reason": "FieldValueInvalid",
+}
+CEL_ONE_WEIGHTS_SOURCE: JsonDict = {
+    "rule": "!(has(self.huggingFace) && has(self.existingClaim))",
+    "message": "weights: set either weights.huggingFace or weights.existingClaim, not both",
+}
+CEL_MIN_LE_MAX: JsonDict = {
+    "rule": "self.minReplicas <= self.maxReplicas",
+    "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    "fieldPath": ".minReplicas",
+    "reason": "FieldValueInvalid",
+}
+CEL_NO_GPU_IN_RESOURCES: JsonDict = {
+    "rule": (
+        "(!has(self.limits) || !('nvidia.com/gpu' in self.limits)) && "
+        "(!has(self.requests) || !('nvidia.com/gpu' in self.requests))"
+    ),
+    "message": "resources: do not set nvidia.com/gpu here; the operator sets it from gpu.count",
+}
+CEL_MODEL_IMMUTABLE: JsonDict = {
+    "rule": "self == oldSelf",
+    "message": "model is immutable: create a new GptOssDeployment for another model",
+}
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------------------------------------- weights
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the deployment's namespace."""
+
+    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    key: str = Field(description="Key within the Secret.", min_length=1, max_length=253)
+
+
+class HuggingFaceSource(ApiModel):
+    """Download the weights from a Hugging Face repository into the cache volume."""
+
+    repo: str | None = Field(
+        default=None,
+        description="Repository id, e.g. openai/gpt-oss-20b. Defaults to the official repository of the model.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=200,
+    )
+    revision: str = Field(
+        default="main",
+        description="Git revision to download. Pin a commit hash in production so replicas serve identical weights.",
+        min_length=1,
+        max_length=128,
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a Hugging Face access token (gated or private repositories)."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Hub endpoint URL for a mirror or proxy (HF_ENDPOINT); defaults to the public hub.",
+        pattern=r"^https?://",
+        max_length=500,
+    )
+
+
+class ExistingClaim(ApiModel):
+    """Serve weights already present on a PersistentVolumeClaim (no download)."""
+
+    claim_name: str = Field(description="Name of the PersistentVolumeClaim.", pattern=K8S_NAME_PATTERN, max_length=253)
+    sub_path: str = Field(
+        default="",
+        description="Folder within the volume that holds config.json and the safetensors files.",
+        pattern=r"^[^/].*$|^$",
+        max_length=500,
+    )
+
+
+class WeightCache(ApiModel):
+    """The PersistentVolumeClaim the operator creates to cache downloaded weights."""
+
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of the cache; the cluster default when left out.", max_length=253
+    )
+    size: str | None = Field(
+        default=None,
+        description="Requested size, e.g. 100Gi. Defaults per model: 40Gi for gpt-oss-20b, 150Gi for gpt-oss-120b.",
+        pattern=QUANTITY_PATTERN,
+    )
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"] = Field(
+        default="ReadWriteMany",
+        description=(
+            "Access mode of the cache. ReadWriteMany lets replicas on many nodes share one download; "
+            "ReadWriteOnce suits a single replica."
+        ),
+    )
+
+
+class Weights(ApiModel):
+    """Where the model weights come from."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_ONE_WEIGHTS_SOURCE]})
+
+    hugging_face: HuggingFaceSource | None = Field(
+        default=None, description="Download from Hugging Face (the default when no source is given)."
+    )
+    existing_claim: ExistingClaim | None = Field(
+        default=None, description="Use weights already on a PersistentVolumeClaim instead of downloading."
+    )
+    cache: WeightCache = Field(default_factory=WeightCache, description="The cache volume for downloaded weights.")
+
+
+# -------------------------------------------------------------------------------------------------- GPU
+class GpuSpec(ApiModel):
+    """Which GPUs a replica runs on."""
+
+    product: str = Field(
+        default=DEFAULT_GPU_PRODUCT,
+        description=(
+            "GPU product, matched against the GPU Feature Discovery node label nvidia.com/gpu.product, e.g. "
+            "NVIDIA-H100-80GB-HBM3, NVIDIA-H100-PCIe, NVIDIA-H100-NVL, NVIDIA-H200."
+        ),
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    )
+    count: int | None = Field(
+        default=None,
+        description=(
+            "GPUs per replica (1 or 2). Left out, the planner chooses: 1 for gpt-oss-20b; for gpt-oss-120b "
+            "1 when the GPU has room for a useful KV cache, else 2 (TP2/EP2)."
+        ),
+        ge=1,
+        le=2,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- engine
+class EngineSpec(ApiModel):
+    """TensorRT-LLM settings. Each one left out is resolved by the planner from NVIDIA's published defaults."""
+
+    max_seq_len: int | None = Field(
+        default=None, description="Longest prompt plus output in tokens (gpt-oss supports 131072).", ge=1024, le=131072
+    )
+    max_batch_size: int | None = Field(
+        default=None, description="Most sequences scheduled together in one step.", ge=1, le=2048
+    )
+    max_num_tokens: int | None = Field(
+        default=None, description="Most tokens (prefill and decode) processed in one step.", ge=256, le=131072
+    )
+    kv_cache_memory_fraction: float | None = Field(
+        default=None,
+        description="Share of the GPU memory left after the weights that the KV cache may take (0.1 to 0.95).",
+        ge=0.1,
+        le=0.95,
+    )
+    kv_cache_dtype: KvCacheDtype = Field(
+        default="auto", description="KV cache element type: auto (BF16, as the model), bf16, or fp8 (halves KV memory)."
+    )
+    moe_backend: Literal["auto", "TRITON", "CUTLASS"] = Field(
+        default="auto",
+        description="Mixture-of-experts kernels. auto picks TRITON, the MXFP4 kernels for Hopper.",
+    )
+    attention_data_parallel: bool | None = Field(
+        default=None,
+        description="Attention data parallelism across the replica's GPUs; helps only at very high concurrency.",
+    )
+
+
+class ServingSpec(ApiModel):
+    """How requests are served."""
+
+    reasoning_effort: ReasoningEffort = Field(
+        default="medium", description="Default reasoning effort when a request does not set one."
+    )
+    openai_endpoint: bool = Field(default=True, description="Run the OpenAI-compatible HTTP gateway beside Triton.")
+
+
+# ------------------------------------------------------------------------------------------ autoscaling
+class AutoscalingTargets(ApiModel):
+    """Per-replica targets the autoscaler tracks; the busiest signal decides."""
+
+    requests_waiting_per_replica: float | None = Field(
+        default=4.0, description="Requests queued per replica before scaling up.", ge=0
+    )
+    requests_running_per_replica: float | None = Field(
+        default=None, description="Requests generating per replica; left out, not used.", gt=0
+    )
+    kv_cache_utilization: float | None = Field(
+        default=0.85, description="KV cache utilization (0 to 1) per replica.", gt=0, le=1
+    )
+    time_to_first_token_seconds: float | None = Field(
+        default=None, description="Time to first token target in seconds; left out, not used.", gt=0
+    )
+
+
+class ScalingBehavior(ApiModel):
+    """How fast replicas are added or removed."""
+
+    stabilization_window_seconds: int = Field(
+        description="Recommendations over this window are considered before acting, to avoid flapping.",
+        ge=0,
+        le=3600,
+    )
+    max_step_replicas: int = Field(description="Most replicas added or removed in one decision.", ge=1, le=100)
+
+
+class AutoscalingSpec(ApiModel):
+    """Replica autoscaling on LLM signals, capped by the GPUs the cluster has free."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_MIN_LE_MAX]})
+
+    enabled: bool = Field(default=False, description="Turn autoscaling on.")
+    mode: Literal["operator", "hpa", "keda"] = Field(
+        default="operator",
+        description=(
+            "operator: the operator's own autoscaler; hpa: a HorizontalPodAutoscaler on Prometheus Adapter "
+            "metrics; keda: a KEDA ScaledObject with a Prometheus trigger."
+        ),
+    )
+    min_replicas: int = Field(default=1, description="Fewest replicas.", ge=0, le=1000)
+    max_replicas: int = Field(default=4, description="Most replicas.", ge=1, le=1000)
+    tolerance: float = Field(
+        default=0.1, description="Relative deviation from the target that causes no change.", ge=0, le=1
+    )
+    targets: AutoscalingTargets = Field(default_factory=AutoscalingTargets, description="Signals and targets.")
+    scale_up: ScalingBehavior = Field(
+        default_factory=lambda: ScalingBehavior(stabilization_window_seconds=0, max_step_replicas=2),
+        description="Scale-up behaviour.",
+    )
+    scale_down: ScalingBehavior = Field(
+        default_factory=lambda: ScalingBehavior(stabilization_window_seconds=300, max_step_replicas=1),
+        description="Scale-down behaviour.",
+    )
+    prometheus_address: str | None = Field(
+        default=None,
+        description="Prometheus URL for mode keda (e.g. http://prometheus.monitoring:9090).",
+        pattern=r"^https?://",
+        max_length=500,
+    )
+
+
+# -------------------------------------------------------------------------------------- pod placement
+class Toleration(ApiModel):
+    """A Kubernetes toleration (core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, description="Taint key; empty with operator Exists matches all taints.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default).")
+    value: str | None = Field(default=None, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace."""
+
+    name: str = Field(description="Name of the referenced object.", min_length=1, max_length=253)
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for the server container; GPUs come from gpu.count."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_NO_GPU_IN_RESOURCES]})
+
+    requests: dict[str, str] | None = Field(default=None, description="Minimum resources, e.g. cpu: '8'.")
+    limits: dict[str, str] | None = Field(default=None, description="Maximum resources, e.g. memory: 128Gi.")
+
+
+class ServiceSpec(ApiModel):
+    """The Service in front of the replicas."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for the Service.")
+
+
+class MonitoringSpec(ApiModel):
+    """How Prometheus finds the replicas' metrics."""
+
+    pod_monitor: bool = Field(
+        default=True, description="Create a PodMonitor where the Prometheus Operator's CRDs exist."
+    )
+    scrape_annotations: bool = Field(
+        default=True, description="Add prometheus.io/scrape annotations to the pods for annotation-based scraping."
+    )
+
+
+class NetworkPolicySpec(ApiModel):
+    """Ingress restrictions for the replicas."""
+
+    enabled: bool = Field(default=True, description="Create a NetworkPolicy for the replicas.")
+    allowed_namespaces: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Namespaces (by name) whose pods may call the model. The deployment's own namespace is always "
+            "allowed; empty means only it."
+        ),
+    )
+    allow_all: bool = Field(
+        default=False, description="Allow the serving ports from anywhere (the metrics port stays open)."
+    )
+
+
+class DisruptionBudgetSpec(ApiModel):
+    """The PodDisruptionBudget that protects replicas during node drains."""
+
+    enabled: bool = Field(default=True, description="Create a PodDisruptionBudget when there is more than one replica.")
+    max_unavailable: int = Field(default=1, description="Replicas a voluntary disruption may take down.", ge=1)
+
+
+# ------------------------------------------------------------------------------------------------- spec
+class GptOssDeploymentSpec(ApiModel):
+    """The desired state of a gpt-oss model server."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [CEL_GPU_COUNT_PER_MODEL, CEL_REPLICAS_WITHIN_AUTOSCALING]}
+    )
+
+    model: ModelName = Field(
+        description="The model to serve: gpt-oss-20b (one GPU) or gpt-oss-120b (one or two GPUs).",
+        json_schema_extra={"x-kubernetes-validations": [CEL_MODEL_IMMUTABLE]},
+    )
+    weights: Weights = Field(default_factory=Weights, description="Where the weights come from and are cached.")
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPU product and GPUs per replica.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="TensorRT-LLM engine settings.")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Request serving settings.")
+    replicas: int = Field(
+        default=1,
+        description="Number of replicas. With autoscaling enabled, the autoscaler sets it within its bounds.",
+        ge=0,
+        le=1000,
+    )
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Autoscaling settings.")
+    image: str | None = Field(
+        default=None,
+        description=(
+            "Server image (Triton with TensorRT-LLM and gpt-oss-operator's runtime); "
+            "the operator's default when left out."
+        ),
+        max_length=500,
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy of the server containers."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, description="Secrets for pulling the image."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="CPU and memory of the server container (GPUs come from gpu.count).",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels the pods require.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Extra tolerations; the nvidia.com/gpu taint is always tolerated."
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra pod affinity rules (core/v1 Affinity); GPU product node affinity is added by the operator.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.", max_length=253)
+    runtime_class_name: str | None = Field(
+        default=None, description="RuntimeClass of the pods (e.g. nvidia).", max_length=253
+    )
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the pods.")
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on the pods.")
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the replicas.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus scraping.")
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, description="Ingress NetworkPolicy.")
+    disruption_budget: DisruptionBudgetSpec = Field(
+        default_factory=DisruptionBudgetSpec, description="PodDisruptionBudget."
+    )
+
+
+# ----------------------------------------------------------------------------------------------- status
+class Condition(ApiModel):
+    """A condition in the standard Kubernetes shape (metav1.Condition)."""
+
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word saying why.")
+    message: str = Field(default="", description="A human readable explanation.")
+    observed_generation: int | None = Field(default=None, description="The spec generation it was computed for.")
+    last_transition_time: str = Field(description="When the status last flipped (RFC 3339).")
+
+
+class Endpoints(ApiModel):
+    """In-cluster addresses of the deployment."""
+
+    openai: str | None = Field(default=None, description="OpenAI-compatible base URL (…/v1).")
+    http: str | None = Field(default=None, description="Triton HTTP (KServe v2) address.")
+    grpc: str | None = Field(default=None, description="Triton gRPC address.")
+    metrics: str | None = Field(default=None, description="Prometheus metrics address of the pods.")
+
+
+class AutoscalingDecision(ApiModel):
+    """One autoscaler decision."""
+
+    time: str = Field(description="When it was made (RFC 3339).")
+    from_replicas: int = Field(description="Replicas before.")
+    to_replicas: int = Field(description="Replicas decided.")
+    reason: str = Field(description="Why, in words.")
+    signals: dict[str, float] = Field(default_factory=dict, description="Signal values it was based on.")
+
+
+class AutoscalingStatus(ApiModel):
+    """What the autoscaler last saw and did."""
+
+    mode: str | None = Field(default=None, description="The active autoscaling mode.")
+    last_scale_time: str | None = Field(default=None, description="When replicas last changed (RFC 3339).")
+    recommendation: int | None = Field(default=None, description="Replicas the signals ask for before capping.")
+    schedulable_replicas: int | None = Field(
+        default=None, description="Replicas that fit on free GPUs matching the deployment."
+    )
+    decisions: list[AutoscalingDecision] = Field(
+        default_factory=list, description="The most recent decisions, newest last (bounded)."
+    )
+
+
+class GptOssDeploymentStatus(ApiModel):
+    """The observed state, written by the operator."""
+
+    phase: str | None = Field(default=None, description="Pending, Progressing, Ready, Degraded or Failed.")
+    observed_generation: int | None = Field(default=None, description="The spec generation last reconciled.")
+    replicas: int | None = Field(default=None, description="Pods of the server (all generations).")
+    ready_replicas: int | None = Field(default=None, description="Ready pods of the current generation.")
+    desired_replicas: int | None = Field(default=None, description="Replicas asked for (spec or autoscaler).")
+    selector: str | None = Field(default=None, description="Label selector of the server pods (scale subresource).")
+    gpus_per_replica: int | None = Field(default=None, description="GPUs each replica uses.")
+    gpus: int | None = Field(default=None, description="GPUs asked for by all desired replicas.")
+    plan: ServingPlan | None = Field(default=None, description="The resolved serving plan.")
+    endpoints: Endpoints | None = Field(default=None, description="Where to reach the model.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class GptOssDeployment(BaseModel):
+    """A gpt-oss model server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["gptoss.io/v1alpha1"] = Field(default="gptoss.io/v1alpha1", alias="apiVersion")
+    kind: Literal["GptOssDeployment"] = "GptOssDeployment"
+    metadata: ObjectMeta
+    spec: GptOssDeploymentSpec
+    status: GptOssDeploymentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace

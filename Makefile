@@ -33,5 +33,23 @@ unit: venv ## fast tests, no cluster
 test: venv lint unit ## everything CI runs
 	@echo "make test: all checks passed"
 
+crds: venv ## regenerate the CRD (crds/ and the chart's crds/) from the pydantic models
+	$(BIN)/python hack/generate-crds.py --write
+
+.PHONY: cluster-binaries e2e-tools
+cluster-binaries: ## build the local control plane + helm from Go modules (cached per version; cold: 25-45 min)
+	e2e/cluster/build.sh
+
+cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig
+	e2e/cluster/build.sh
+	e2e/cluster/up.sh
+
+cluster-down: ## delete the local kwok cluster (binaries stay cached)
+	e2e/cluster/down.sh
+
+e2e-tools: ## helm + upstream CRDs (KEDA, prometheus-operator) into ~/.cache/gpt-oss-operator
+	e2e/cluster/build.sh helm
+	e2e/cluster/upstream-crds.sh
+
 clean: ## remove build outputs (not the binary cache)
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

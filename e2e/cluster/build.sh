@@ -72,7 +72,7 @@ func main() {}
 EOF
 }
 
-# replace_local_staging WRAPPER UPSTREAM_GOMOD VERSION: for every `replace X => ./path` in the upstream
+# replace_local_staging WRAPPER UPSTREAM_GOMOD VERSION: for every required X with `replace X => ./path` in the upstream
 # go.mod (k8s.io/kubernetes replaces its staging repositories with local paths), replace X with its
 # published module at VERSION in the wrapper.
 replace_local_staging() {
@@ -83,8 +83,12 @@ replace_local_staging() {
     count=$((count + 1))
   done < <(go mod edit -json "$gomod" | python3 -c '
 import json, sys
-for r in json.load(sys.stdin).get("Replace") or []:
-    if r["New"]["Path"].startswith("."):
+mod = json.load(sys.stdin)
+required = {r["Path"] for r in mod.get("Require") or []}
+for r in mod.get("Replace") or []:
+    # Only modules the upstream actually requires; etcd also "replaces" forbidden modules with a
+    # nonexistent local path to make bad imports fail loudly.
+    if r["New"]["Path"].startswith(".") and r["Old"]["Path"] in required:
         print(r["Old"]["Path"])
 ')
   log "  replaced $count local staging modules with their $version releases"

@@ -8,7 +8,7 @@ model they constrain; rules that need the catalog (GPU memory, context that fits
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -58,9 +58,51 @@ CEL_MODEL_IMMUTABLE: JsonDict = {
     "rule": "self == oldSelf",
     "message": "model is immutable: create a new GptOssDeployment for another model",
 }
+CEL_HPA_MIN_REPLICAS: JsonDict = {
+    "rule": "self.mode != 'hpa' || self.minReplicas >= 1",
+    "message": (
+        "autoscaling.minReplicas: a HorizontalPodAutoscaler cannot scale to zero; set minReplicas to 1 or more, "
+        "or use mode operator or keda"
+    ),
+    "fieldPath": ".minReplicas",
+    "reason": "FieldValueInvalid",
+}
+CEL_KEDA_NEEDS_PROMETHEUS: JsonDict = {
+    "rule": "!self.enabled || self.mode != 'keda' || has(self.prometheusAddress)",
+    "message": "autoscaling.prometheusAddress: mode keda queries Prometheus; set its URL, e.g. http://prometheus:9090",
+    "fieldPath": ".prometheusAddress",
+    "reason": "FieldValueRequired",
+}
+CEL_SUB_PATH_STAYS_INSIDE: JsonDict = {
+    "rule": "!(self == '..' || self.startsWith('../') || self.endsWith('/..') || self.contains('/../'))",
+    "message": "weights.existingClaim.subPath: must not contain '..' segments; give a folder inside the volume",
+}
+CEL_TOLERATION_KEY_OR_EXISTS: JsonDict = {
+    "rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+    "message": "tolerations: a toleration without key must use operator Exists (it then matches every taint)",
+    "fieldPath": ".key",
+    "reason": "FieldValueRequired",
+}
+CEL_TOLERATION_EXISTS_NO_VALUE: JsonDict = {
+    "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    "message": "tolerations: operator Exists takes no value; remove value or use operator Equal",
+    "fieldPath": ".value",
+    "reason": "FieldValueInvalid",
+}
+CEL_TOLERATION_SECONDS_NO_EXECUTE: JsonDict = {
+    "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    "message": "tolerations: tolerationSeconds applies only to effect NoExecute; set effect NoExecute or remove it",
+    "fieldPath": ".tolerationSeconds",
+    "reason": "FieldValueInvalid",
+}
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Bounds on maps and lists keep objects small and the API server's CEL cost estimate finite.
+MAX_MAP_ENTRIES = 64
+MAX_TOLERATIONS = 32
+MAX_PULL_SECRETS = 16
+MAX_ALLOWED_NAMESPACES = 64
 
 
 class ApiModel(BaseModel):
@@ -109,9 +151,13 @@ class ExistingClaim(ApiModel):
     claim_name: str = Field(description="Name of the PersistentVolumeClaim.", pattern=K8S_NAME_PATTERN, max_length=253)
     sub_path: str = Field(
         default="",
-        description="Folder within the volume that holds config.json and the safetensors files.",
+        description=(
+            "Folder within the volume that holds config.json and the safetensors files "
+            "(relative, without '..'); empty means the volume's root."
+        ),
         pattern=r"^[^/].*$|^$",
         max_length=500,
+        json_schema_extra={"x-kubernetes-validations": [CEL_SUB_PATH_STAYS_INSIDE]},
     )
 
 
@@ -247,7 +293,11 @@ class ScalingBehavior(ApiModel):
 class AutoscalingSpec(ApiModel):
     """Replica autoscaling on LLM signals, capped by the GPUs the cluster has free."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_MIN_LE_MAX]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [CEL_MIN_LE_MAX, CEL_HPA_MIN_REPLICAS, CEL_KEDA_NEEDS_PROMETHEUS]
+        }
+    )
 
     enabled: bool = Field(default=False, description="Turn autoscaling on.")
     mode: Literal["operator", "hpa", "keda"] = Field(
@@ -283,13 +333,27 @@ class AutoscalingSpec(ApiModel):
 class Toleration(ApiModel):
     """A Kubernetes toleration (core/v1 Toleration)."""
 
-    key: str | None = Field(default=None, description="Taint key; empty with operator Exists matches all taints.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                CEL_TOLERATION_KEY_OR_EXISTS,
+                CEL_TOLERATION_EXISTS_NO_VALUE,
+                CEL_TOLERATION_SECONDS_NO_EXECUTE,
+            ]
+        }
+    )
+
+    key: str | None = Field(
+        default=None, description="Taint key; empty with operator Exists matches all taints.", max_length=253
+    )
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default).")
-    value: str | None = Field(default=None, description="Taint value for operator Equal.")
+    value: str | None = Field(default=None, description="Taint value for operator Equal.", max_length=63)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all."
     )
-    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated, in seconds (effect NoExecute only)."
+    )
 
 
 class LocalObjectReference(ApiModel):
@@ -303,15 +367,21 @@ class ResourceRequirements(ApiModel):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_NO_GPU_IN_RESOURCES]})
 
-    requests: dict[str, str] | None = Field(default=None, description="Minimum resources, e.g. cpu: '8'.")
-    limits: dict[str, str] | None = Field(default=None, description="Maximum resources, e.g. memory: 128Gi.")
+    requests: dict[str, str] | None = Field(
+        default=None, description="Minimum resources, e.g. cpu: '8' (values are quoted strings).", max_length=16
+    )
+    limits: dict[str, str] | None = Field(
+        default=None, description="Maximum resources, e.g. memory: 128Gi (values are quoted strings).", max_length=16
+    )
 
 
 class ServiceSpec(ApiModel):
     """The Service in front of the replicas."""
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for the Service.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations for the Service.", max_length=MAX_MAP_ENTRIES
+    )
 
 
 class MonitoringSpec(ApiModel):
@@ -329,12 +399,14 @@ class NetworkPolicySpec(ApiModel):
     """Ingress restrictions for the replicas."""
 
     enabled: bool = Field(default=True, description="Create a NetworkPolicy for the replicas.")
-    allowed_namespaces: list[str] = Field(
+    allowed_namespaces: list[Annotated[str, Field(pattern=K8S_NAME_PATTERN, max_length=63)]] = Field(
         default_factory=list,
+        max_length=MAX_ALLOWED_NAMESPACES,
         description=(
             "Namespaces (by name) whose pods may call the model. The deployment's own namespace is always "
             "allowed; empty means only it."
         ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     allow_all: bool = Field(
         default=False, description="Allow the serving ports from anywhere (the metrics port stays open)."
@@ -383,15 +455,22 @@ class GptOssDeploymentSpec(ApiModel):
         default="IfNotPresent", description="Image pull policy of the server containers."
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, description="Secrets for pulling the image."
+        default_factory=list,
+        description="Secrets for pulling the image.",
+        max_length=MAX_PULL_SECRETS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="CPU and memory of the server container (GPUs come from gpu.count).",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels the pods require.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels the pods require.", max_length=MAX_MAP_ENTRIES
+    )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Extra tolerations; the nvidia.com/gpu taint is always tolerated."
+        default_factory=list,
+        description="Extra tolerations; the nvidia.com/gpu taint is always tolerated.",
+        max_length=MAX_TOLERATIONS,
     )
     affinity: dict[str, Any] | None = Field(
         default=None,
@@ -402,8 +481,12 @@ class GptOssDeploymentSpec(ApiModel):
     runtime_class_name: str | None = Field(
         default=None, description="RuntimeClass of the pods (e.g. nvidia).", max_length=253
     )
-    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the pods.")
-    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on the pods.")
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the pods.", max_length=MAX_MAP_ENTRIES
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the pods.", max_length=MAX_MAP_ENTRIES
+    )
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the replicas.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus scraping.")
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, description="Ingress NetworkPolicy.")

@@ -31,6 +31,9 @@ COMPONENT_WEIGHTS: Final = "weights"
 # Annotations
 ANNOTATION_GENERATION: Final = f"{GROUP}/generation"  # CR generation a pod template was built from
 ANNOTATION_PLAN_HASH: Final = f"{GROUP}/plan-hash"  # rolls pods when the plan changes
+# Hash of the whole server pod template (plan hash included): a pod whose value differs from the desired
+# Deployment's template is of an older spec. Unlike the CR generation, it does not change on a scale.
+ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"  # Kopf's own bookkeeping lives under our group
 
 # Status conditions

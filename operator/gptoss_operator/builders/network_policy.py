@@ -1,0 +1,46 @@
+"""The NetworkPolicy `<name>`: who may reach the server pods.
+
+Ingress only. The serving ports (HTTP, gRPC, OpenAI) are open to the deployment's own namespace and the
+allowed namespaces (or to everyone with allowAll); the metrics port is open to all so Prometheus can
+scrape from its own namespace. Egress is left unrestricted on purpose: the policy selects only the server
+pods (the download Job is not covered, it must reach Hugging Face or a mirror), and the server itself
+opens no outside connections (HF_HUB_OFFLINE); denying egress would only break DNS and tracing for no gain.
+"""
+
+from __future__ import annotations
+
+from gptoss_operator import names
+from gptoss_operator.builders.context import BuildContext, Manifest
+from gptoss_runtime import contract
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def build_network_policy(ctx: BuildContext) -> Manifest | None:
+    policy = ctx.cr.spec.network_policy
+    if not policy.enabled:
+        return None
+    serving_ports = [contract.HTTP_PORT, contract.GRPC_PORT]
+    if ctx.plan.openai_endpoint:
+        serving_ports.append(contract.OPENAI_PORT)
+    serving_rule: Manifest = {"ports": [{"protocol": "TCP", "port": port} for port in serving_ports]}
+    if not policy.allow_all:
+        namespaces = sorted({ctx.namespace, *policy.allowed_namespaces})
+        serving_rule["from"] = [
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": namespaces}]
+                }
+            }
+        ]
+    metrics_rule: Manifest = {"ports": [{"protocol": "TCP", "port": contract.METRICS_PORT}]}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": ctx.metadata(ctx.child_name(limit=253), names.COMPONENT_SERVER),
+        "spec": {
+            "podSelector": {"matchLabels": ctx.selector()},
+            "policyTypes": ["Ingress"],
+            "ingress": [serving_rule, metrics_rule],
+        },
+    }

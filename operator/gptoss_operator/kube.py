@@ -1,0 +1,504 @@
+"""The only module that talks to the Kubernetes API server.
+
+Plain REST over the `kubernetes` client's transport (auth, TLS, token refresh), so every request goes
+through one function that counts it by verb and code. What it does:
+
+- server-side apply of children under field manager `gpt-oss-operator` (force), skipped when the live
+  object already holds what we would apply (hash annotation + field-by-field comparison), so a resync
+  with nothing changed writes nothing;
+- list children by the label `gptoss.io/deployment=<name>` and delete those no longer desired (prune);
+- discovery of optional APIs (PodMonitor, KEDA ScaledObject), cached briefly;
+- nodes and pods for the capacity check; the CR and its status subresource; core/v1 Events.
+
+Errors: 404 reads return None; conflicts, throttling, server errors and connection failures raise
+`TransientApiError` (the handlers turn it into `kopf.TemporaryError`); anything else raises `ApiError`.
+Request bodies are never logged (Secrets could pass through).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import quote, urlencode
+
+import urllib3
+
+from gptoss_operator import metrics, names
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+ANNOTATION_APPLIED_HASH: Final = f"{names.GROUP}/applied-hash"
+APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
+MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
+TRANSIENT_CODES: Final = frozenset({409, 429, 500, 502, 503, 504})
+DEFAULT_BACKOFF_SECONDS: Final = 5.0
+MAX_BACKOFF_SECONDS: Final = 60.0
+REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read
+
+
+# ------------------------------------------------------------------------------------------ errors
+class ApiError(Exception):
+    """The API server refused a request (a code that retrying will not fix)."""
+
+    def __init__(self, verb: str, path: str, code: int, message: str) -> None:
+        super().__init__(f"{verb} {path}: HTTP {code}: {message}")
+        self.verb = verb
+        self.path = path
+        self.code = code
+        self.message = message
+
+
+class TransientApiError(ApiError):
+    """A conflict, throttling, server error or lost connection: retry after `delay` seconds."""
+
+    def __init__(self, verb: str, path: str, code: int, message: str, delay: float) -> None:
+        super().__init__(verb, path, code, message)
+        self.delay = delay
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float:
+    raw = (headers or {}).get("Retry-After")
+    try:
+        return min(MAX_BACKOFF_SECONDS, max(1.0, float(raw))) if raw else DEFAULT_BACKOFF_SECONDS
+    except ValueError:
+        return DEFAULT_BACKOFF_SECONDS
+
+
+# --------------------------------------------------------------------------------------- resources
+@dataclass(frozen=True)
+class ResourceType:
+    """Where a kind lives in the REST API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+_KNOWN: Final = (
+    ResourceType("v1", "ConfigMap", "configmaps"),
+    ResourceType("v1", "Service", "services"),
+    ResourceType("v1", "ServiceAccount", "serviceaccounts"),
+    ResourceType("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ResourceType("v1", "Secret", "secrets"),
+    ResourceType("v1", "Pod", "pods"),
+    ResourceType("v1", "Event", "events"),
+    ResourceType("v1", "Node", "nodes", namespaced=False),
+    ResourceType("apps/v1", "Deployment", "deployments"),
+    ResourceType("apps/v1", "StatefulSet", "statefulsets"),
+    ResourceType("batch/v1", "Job", "jobs"),
+    ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ResourceType("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
+    ResourceType("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+    ResourceType("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+    ResourceType(names.API_VERSION, names.KIND, names.PLURAL),
+)
+RESOURCES_BY_KIND: Final = {r.kind: r for r in _KNOWN}
+GPTOSS: Final = RESOURCES_BY_KIND[names.KIND]
+PODS: Final = RESOURCES_BY_KIND["Pod"]
+NODES: Final = RESOURCES_BY_KIND["Node"]
+EVENTS: Final = RESOURCES_BY_KIND["Event"]
+
+
+@runtime_checkable
+class KindLike(Protocol):
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def plural(self) -> str: ...
+
+
+def resource_type(kind: object, api_version: str | None = None) -> ResourceType:
+    """The ResourceType of "Deployment", ("apps/v1", "Deployment"), a ResourceType or a builders.ManagedKind."""
+    if isinstance(kind, ResourceType):
+        return kind
+    if isinstance(kind, KindLike):  # e.g. builders.ManagedKind
+        namespaced = RESOURCES_BY_KIND.get(kind.kind, GPTOSS).namespaced
+        return ResourceType(kind.api_version, kind.kind, kind.plural, namespaced)
+    if isinstance(kind, tuple) and len(kind) == 2:
+        api_version, kind = str(kind[0]), kind[1]
+    known = RESOURCES_BY_KIND.get(str(kind))
+    if known is not None and (api_version is None or known.api_version == api_version):
+        return known
+    if api_version is None:
+        raise ValueError(f"unknown kind {kind!r}: give its apiVersion too")
+    return ResourceType(api_version, str(kind), str(kind).lower() + "s")
+
+
+def resource_of(obj: Mapping[str, Any]) -> ResourceType:
+    return resource_type(str(obj.get("kind")), str(obj.get("apiVersion")))
+
+
+# ------------------------------------------------------------------------------ desired vs live
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def manifest_hash(obj: Mapping[str, Any]) -> str:
+    """A short, stable hash of a manifest (without our hash annotation)."""
+    meta = dict(obj.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_APPLIED_HASH}
+    meta["annotations"] = annotations
+    canonical = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def with_applied_hash(obj: Mapping[str, Any]) -> Json:
+    """The manifest to apply: Nones dropped and the hash of its content as an annotation."""
+    clean: Json = _strip_none(dict(obj))
+    meta = dict(clean.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_APPLIED_HASH: manifest_hash(clean)}
+    clean["metadata"] = meta
+    return clean
+
+
+def _quantity(value: str) -> Decimal | None:
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    decimal: dict[str, Decimal | int] = {
+        "m": Decimal("0.001"),
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "P": 10**15,
+        "E": 10**18,
+    }
+    try:
+        for suffix, factor in suffixes.items():
+            if value.endswith(suffix):
+                return Decimal(value[: -len(suffix)]) * factor
+        if value and value[-1] in decimal:
+            return Decimal(value[:-1]) * Decimal(decimal[value[-1]])
+        return Decimal(value)
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _same_scalar(desired: Any, live: Any) -> bool:
+    if desired == live:
+        return True
+    if isinstance(desired, str | int) and isinstance(live, str | int) and not isinstance(desired, bool):
+        left, right = _quantity(str(desired)), _quantity(str(live))
+        return left is not None and left == right  # "0.5" is stored as "500m"
+    return False
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Every field of `desired` has the same value in `live` (fields the server added are ignored).
+
+    A field absent from `live` matches an empty or zero desired value, as the API server drops those.
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return not desired and live is None
+        return all(
+            is_subset(value, live[key]) if key in live else not value and value is not True
+            for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return not desired and live is None
+        return len(desired) == len(live) and all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+    return _same_scalar(desired, live)
+
+
+def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Whether applying `desired` (with its hash annotation) would change `live`."""
+    if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_APPLIED_HASH)
+    desired_hash = ((desired.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_APPLIED_HASH)
+    if live_hash != desired_hash:
+        return True  # also catches fields we stopped setting: the apply removes them
+    return not is_subset({k: v for k, v in desired.items() if k != "status"}, live)
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return str(obj.get("kind")), str((obj.get("metadata") or {}).get("name"))
+
+
+def is_controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner_uid and ref.get("controller") for ref in refs)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What `sync_children` did and saw."""
+
+    applied: tuple[tuple[str, str], ...]
+    pruned: tuple[tuple[str, str], ...]
+    live: Mapping[tuple[str, str], Json]  # the children after the sync, by (kind, name)
+
+
+# ---------------------------------------------------------------------------------------- client
+RequestHook = Callable[[str, int | str], None]
+
+
+class Kube:
+    """A small client of the API server; one per operator process (thread-safe)."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        field_manager: str = names.FIELD_MANAGER,
+        on_request: RequestHook = metrics.observe_api_request,
+        discovery_ttl_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = api_client
+        self._field_manager = field_manager
+        self._on_request = on_request
+        self._discovery_ttl = discovery_ttl_seconds
+        self._clock = clock
+        self._discovery: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls, **kwargs: Any) -> Kube:
+        """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient(), **kwargs)
+
+    # ------------------------------------------------------------------------------ transport
+    def request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Json | None:
+        """One request; returns the decoded JSON, or None for 404. Counts it by `verb` and code."""
+        url_path = path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            serialized = self._client.param_serialize(
+                method, url_path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            )
+            response = self._client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+            raw = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self._on_request(verb, "connection-error")
+            raise TransientApiError(verb, path, 0, type(error).__name__, DEFAULT_BACKOFF_SECONDS) from error
+        code = int(response.status)
+        self._on_request(verb, code)
+        if code == 404 and method in ("GET", "DELETE"):
+            return None
+        if code >= 300:
+            message = _error_message(raw)
+            if code in TRANSIENT_CODES:
+                raise TransientApiError(verb, path, code, message, _retry_after(response.headers))
+            raise ApiError(verb, path, code, message)
+        return json.loads(raw) if raw else {}
+
+    # ----------------------------------------------------------------------------- reads
+    def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Json | None:
+        return self.request("get", "GET", rtype.path(namespace, name))
+
+    def list_items(
+        self,
+        rtype: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Json]:
+        query = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        result = self.request("list", "GET", rtype.path(namespace), query=query)
+        items: list[Json] = list((result or {}).get("items") or [])
+        for item in items:  # list items carry no kind/apiVersion
+            item.setdefault("kind", rtype.kind)
+            item.setdefault("apiVersion", rtype.api_version)
+        return items
+
+    def has_api(self, api_version: str, kind: str) -> bool:
+        """Whether the server serves `kind` in `api_version` (discovery, cached for a short while)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._discovery.get(api_version)
+        if cached is None or now - cached[0] > self._discovery_ttl:
+            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            result = self.request("discover", "GET", path)
+            kinds = frozenset(str(r.get("kind")) for r in (result or {}).get("resources") or [])
+            cached = (now, kinds)
+            with self._lock:
+                self._discovery[api_version] = cached
+        return kind in cached[1]
+
+    def nodes(self) -> list[Json]:
+        return self.list_items(NODES)
+
+    def active_pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Json]:
+        """Pods that hold or wait for resources (not Succeeded/Failed); all namespaces by default."""
+        return self.list_items(
+            PODS,
+            namespace,
+            label_selector=label_selector,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        )
+
+    # ---------------------------------------------------------------------------- writes
+    def apply(self, obj: Mapping[str, Any]) -> Json:
+        """Server-side apply of `obj` (force: our manager wins conflicts over fields we own)."""
+        rtype = resource_of(obj)
+        meta = obj.get("metadata") or {}
+        path = rtype.path(meta.get("namespace"), meta.get("name"))
+        query = {"fieldManager": self._field_manager, "force": "true"}
+        result = self.request("apply", "PATCH", path, query=query, body=dict(obj), content_type=APPLY_CONTENT_TYPE)
+        return result or {}
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        """Delete `obj` if it is still the same object (uid precondition); background propagation."""
+        rtype = resource_of(obj)
+        meta = obj.get("metadata") or {}
+        body: Json = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if meta.get("uid"):
+            body["preconditions"] = {"uid": meta["uid"]}
+        self.request(
+            "delete",
+            "DELETE",
+            rtype.path(meta.get("namespace"), meta.get("name")),
+            body=body,
+            content_type="application/json",
+        )
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None) -> Json:
+        """Merge-patch the CR's status subresource; with `resource_version`, a concurrent change is a 409."""
+        body: Json = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result = self.request(
+            "patch", "PATCH", GPTOSS.path(namespace, name, "status"), body=body, content_type=MERGE_CONTENT_TYPE
+        )
+        return result or {}
+
+    def emit_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved` (best effort: a failure is logged, never raised)."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'gptoss')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", names.API_VERSION),
+                "kind": involved.get("kind", names.KIND),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": names.FIELD_MANAGER},
+            "reportingComponent": names.FIELD_MANAGER,
+            "reportingInstance": names.FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": None,
+            "count": 1,
+        }
+        try:
+            self.request("create", "POST", EVENTS.path(namespace), body=_strip_none(event))
+        except ApiError as error:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta.get("name"), error)
+
+    # ------------------------------------------------------------------------------- children
+    def list_children(
+        self, namespace: str, owner_name: str, kinds: Iterable[ResourceType]
+    ) -> dict[tuple[str, str], Json]:
+        selector = f"{names.LABEL_DEPLOYMENT}={owner_name}"
+        found: dict[tuple[str, str], Json] = {}
+        for rtype in kinds:
+            for item in self.list_items(rtype, namespace, label_selector=selector):
+                found[object_key(item)] = item
+        return found
+
+    def sync_children(
+        self,
+        owner: Mapping[str, Any],
+        desired: Sequence[Mapping[str, Any]],
+        managed: Iterable[ResourceType],
+    ) -> SyncResult:
+        """Apply each desired child that differs from its live object, then prune undesired owned ones."""
+        meta = owner.get("metadata") or {}
+        namespace, owner_name, owner_uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+        kinds = {r.kind: r for r in managed}
+        for child in desired:
+            kinds.setdefault(str(child.get("kind")), resource_of(child))
+        live = self.list_children(namespace, owner_name, kinds.values())
+        applied: list[tuple[str, str]] = []
+        for child in desired:
+            manifest = with_applied_hash(child)
+            key = object_key(manifest)
+            if needs_apply(manifest, live.get(key)):
+                live[key] = self.apply(manifest)
+                applied.append(key)
+        wanted = {object_key(child) for child in desired}
+        pruned: list[tuple[str, str]] = []
+        for key, obj in list(live.items()):
+            if key not in wanted and is_controlled_by(obj, owner_uid):
+                self.delete(obj)
+                del live[key]
+                pruned.append(key)
+        return SyncResult(tuple(applied), tuple(pruned), live)
+
+
+def _error_message(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return raw[:200].decode(errors="replace")
+    return str(decoded.get("message", "")) if isinstance(decoded, dict) else ""

@@ -1,0 +1,300 @@
+"""One idempotent reconcile of a GptOssDeployment: parse -> plan -> build -> apply -> prune -> observe -> status.
+
+Called by every trigger (kopf create/update/resume, child events, the periodic resync) with the CR's
+namespace and name; it reads the CR fresh so that decisions never rest on a stale body. Reconciles of
+the same CR never overlap: a trigger that arrives while one runs marks it dirty and the running one goes
+round once more (child events come in bursts during a rollout).
+
+An invalid spec (pydantic or planner) writes Ready=False/InvalidSpec and an Event and touches no child.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from gptoss_operator import builders, metrics, names, planner, status
+from gptoss_operator.api import GptOssDeployment
+from gptoss_operator.autoscaling import capacity as capacity_math
+from gptoss_operator.kube import GPTOSS, ApiError, Kube, ResourceType, resource_type
+from gptoss_operator.settings import OperatorSettings
+from gptoss_runtime.plan import ServingPlan
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+# Optional kinds: listed and applied only where the cluster serves them.
+OPTIONAL_APIS = {"PodMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did (for logs and tests)."""
+
+    result: str  # metrics.RESULT_SUCCESS / RESULT_INVALID, or "gone"
+    applied: tuple[tuple[str, str], ...] = ()
+    pruned: tuple[tuple[str, str], ...] = ()
+    status_patched: bool = False
+
+
+def validation_message(error: ValidationError) -> str:
+    """A pydantic error as `spec.<field>: <problem>` lines (the first few)."""
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or str(error)
+
+
+def _pod_labels_selector(deployment: Mapping[str, Any] | None) -> dict[str, str]:
+    return dict(((deployment or {}).get("spec") or {}).get("selector", {}).get("matchLabels") or {})
+
+
+def _find(children: Iterable[Mapping[str, Any]], kind: str, component: str | None = None) -> Mapping[str, Any] | None:
+    for child in children:
+        if child.get("kind") != kind:
+            continue
+        labels = (child.get("metadata") or {}).get("labels") or {}
+        if component is None or labels.get(names.LABEL_COMPONENT) == component:
+            return child
+    return None
+
+
+def _has_labels(obj: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _name(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else str((obj.get("metadata") or {}).get("name"))
+
+
+class Reconciler:
+    """Reconciles GptOssDeployments through a `Kube` client."""
+
+    def __init__(self, kube: Kube, settings: OperatorSettings, *, now: Callable[[], str] = utc_now) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._now = now
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------------------ triggers
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """Reconcile now, waiting for a running reconcile of the same CR; errors propagate."""
+        lock = self._lock_for((namespace, name))
+        with lock:
+            outcome = self._reconcile_once(namespace, name)
+        self._drain((namespace, name))
+        return outcome
+
+    def trigger(self, namespace: str, name: str) -> None:
+        """Reconcile soon: now if idle, else after the running one (errors are logged, not raised)."""
+        key = (namespace, name)
+        with self._guard:
+            self._dirty.add(key)
+        self._drain(key)
+
+    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _drain(self, key: tuple[str, str]) -> None:
+        lock = self._lock_for(key)
+        while True:
+            if not lock.acquire(blocking=False):
+                return  # the holder drains after it finishes
+            try:
+                with self._guard:
+                    if key not in self._dirty:
+                        return
+                    self._dirty.discard(key)
+                try:
+                    self._reconcile_once(*key)
+                except Exception as error:  # a trigger has no caller to tell; the resync retries
+                    log.warning("reconcile of %s/%s failed: %s", key[0], key[1], error)
+            finally:
+                lock.release()
+
+    # ----------------------------------------------------------------------------- reconcile
+    def _reconcile_once(self, namespace: str, name: str) -> Outcome:
+        started = time.monotonic()
+        body = self.kube.get(GPTOSS, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            metrics.forget_deployment(namespace, name)
+            return Outcome("gone")  # the garbage collector removes the children through ownerReferences
+        try:
+            outcome = self._reconcile_body(body)
+        except Exception:
+            metrics.observe_reconcile(metrics.RESULT_ERROR, time.monotonic() - started, namespace=namespace, name=name)
+            raise
+        metrics.observe_reconcile(outcome.result, time.monotonic() - started, namespace=namespace, name=name)
+        return outcome
+
+    def _reconcile_body(self, body: Json) -> Outcome:
+        previous = body.get("status") or {}
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        try:
+            cr = GptOssDeployment.model_validate(body)
+            plan = planner.plan(cr.spec, self.settings)
+        except ValidationError as error:
+            return self._invalid(body, previous, generation, validation_message(error))
+        except planner.PlanError as error:
+            return self._invalid(body, previous, generation, f"spec.{error.field}: {error.message}")
+
+        features = builders.ClusterFeatures(pod_monitor=self._serves("PodMonitor"), keda=self._serves("ScaledObject"))
+        desired = builders.build_children(cr, plan, self.settings, features)
+        synced = self.kube.sync_children(body, desired, self._managed_kinds(features))
+        observation = self._observe(cr, plan, desired, list(synced.live.values()))
+        new_status = status.compute_status(
+            observation,
+            plan,
+            previous,
+            namespace=cr.namespace,
+            cluster_domain=self.settings.cluster_domain,
+            now=self._now(),
+        )
+        patched = self._write_status(body, previous, new_status)
+        self._export(cr, plan, new_status)
+        if synced.applied or synced.pruned:
+            log.info(
+                "reconciled %s/%s: applied %s, pruned %s",
+                cr.namespace,
+                cr.name,
+                [f"{k}/{n}" for k, n in synced.applied],
+                [f"{k}/{n}" for k, n in synced.pruned],
+            )
+        return Outcome(metrics.RESULT_SUCCESS, synced.applied, synced.pruned, patched)
+
+    def _invalid(self, body: Json, previous: Mapping[str, Any], generation: int, message: str) -> Outcome:
+        meta = body.get("metadata") or {}
+        log.warning("invalid spec of %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+        new_status = status.invalid_spec_status(previous, generation=generation, message=message, now=self._now())
+        patched = self._write_status(body, previous, new_status)
+        return Outcome(metrics.RESULT_INVALID, status_patched=patched)
+
+    # ------------------------------------------------------------------------------ pieces
+    def _serves(self, kind: str) -> bool:
+        try:
+            return self.kube.has_api(OPTIONAL_APIS[kind], kind)
+        except ApiError as error:
+            if error.code in (403, 404):
+                return False
+            raise
+
+    @staticmethod
+    def _managed_kinds(features: builders.ClusterFeatures) -> list[ResourceType]:
+        """Kinds to list for pruning; optional kinds only where the cluster serves them."""
+        return [
+            resource_type(kind)
+            for kind in builders.MANAGED_KINDS
+            if kind.feature is None or getattr(features, kind.feature, False)
+        ]
+
+    def _observe(
+        self, cr: GptOssDeployment, plan: ServingPlan, desired: Sequence[Json], live: Sequence[Json]
+    ) -> status.Observation:
+        wanted_deployment = _find(desired, "Deployment", names.COMPONENT_SERVER)
+        deployment = _find(live, "Deployment", names.COMPONENT_SERVER)
+        pod_labels = _pod_labels_selector(wanted_deployment)
+        pods, cap = self._pods_and_capacity(cr, plan, wanted_deployment, pod_labels)
+        template = ((wanted_deployment or {}).get("spec") or {}).get("template") or {}
+        template_annotations = (template.get("metadata") or {}).get("annotations") or {}
+        return status.Observation(
+            generation=cr.metadata.generation,
+            desired_replicas=cr.spec.replicas,
+            selector=",".join(f"{k}={v}" for k, v in sorted(pod_labels.items())),
+            service_name=_name(_find(desired, "Service")),
+            template_annotations=template_annotations,
+            deployment=deployment,
+            pods=pods,
+            weights_job=_find(live, "Job"),
+            weights_from_existing_claim=cr.spec.weights.existing_claim is not None,
+            capacity=cap,
+        )
+
+    def _pods_and_capacity(
+        self,
+        cr: GptOssDeployment,
+        plan: ServingPlan,
+        deployment: Mapping[str, Any] | None,
+        pod_labels: Mapping[str, str],
+    ) -> tuple[list[Json], status.Capacity | None]:
+        """Own server pods, and the GPU capacity (None when nodes or all pods cannot be read)."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(pod_labels.items()))
+        try:
+            nodes = self.kube.nodes()
+            all_pods = self.kube.active_pods()
+        except ApiError as error:
+            if error.code != 403:
+                raise
+            log.warning("cannot read nodes or pods cluster-wide (%s); CapacityAvailable stays Unknown", error)
+            return self.kube.active_pods(cr.namespace, selector), None
+        pods = [
+            p
+            for p in all_pods
+            if _has_labels(p, pod_labels) and (p.get("metadata") or {}).get("namespace") == cr.namespace
+        ]
+        pod_spec = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+        placement = capacity_math.Placement.from_pod_spec(
+            pod_spec, gpus_per_replica=plan.gpus_per_replica, own_pod_labels=pod_labels, gpu_product=plan.gpu_product
+        )
+        fit = capacity_math.replicas_that_fit(nodes, all_pods, placement)
+        cap = status.Capacity(
+            product=plan.gpu_product,
+            gpus_per_replica=plan.gpus_per_replica,
+            nodes=len(fit.nodes),
+            free_gpus=fit.free_gpus,
+            replicas_that_fit=fit.additional,
+            scheduled_replicas=fit.placed,
+        )
+        return pods, cap
+
+    def _write_status(self, body: Json, previous: Mapping[str, Any], new_status: Json) -> bool:
+        patch = status.status_patch(previous, new_status)
+        if patch is None:
+            return False
+        meta = body.get("metadata") or {}
+        self.kube.patch_status(str(meta["namespace"]), str(meta["name"]), patch, meta.get("resourceVersion"))
+        for event in status.transition_events(previous, new_status):
+            self.kube.emit_event(body, event.type, event.reason, event.message)
+        return True
+
+    def _export(self, cr: GptOssDeployment, plan: ServingPlan, new_status: Mapping[str, Any]) -> None:
+        capacity_cond = status.condition_of(new_status, names.COND_CAPACITY_AVAILABLE) or {}
+        weights_cond = status.condition_of(new_status, names.COND_WEIGHTS_READY) or {}
+        metrics.set_deployment_state(
+            namespace=cr.namespace,
+            name=cr.name,
+            model=cr.spec.model,
+            phase=str(new_status.get("phase")),
+            desired_replicas=cr.spec.replicas,
+            ready_replicas=int(new_status.get("readyReplicas") or 0),
+            gpus=int(new_status.get("replicas") or 0) * plan.gpus_per_replica,
+            capacity_limited=capacity_cond.get("status") == "False",
+            weights_ready=weights_cond.get("status") == "True",
+        )
+
+    # ---------------------------------------------------------------------------- resync
+    def list_all(self, namespaces: Sequence[str]) -> list[tuple[str, str]]:
+        """(namespace, name) of every GptOssDeployment the operator watches."""
+        found: list[tuple[str, str]] = []
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        for namespace in scopes:
+            for item in self.kube.list_items(GPTOSS, namespace):
+                meta = item.get("metadata") or {}
+                found.append((str(meta.get("namespace")), str(meta.get("name"))))
+        return found

@@ -1,0 +1,319 @@
+"""The OpenAI-compatible gateway (aiohttp): `/v1/chat/completions`, `/v1/responses`, `/v1/models`,
+`/healthz` (the process is up) and `/readyz` (Triton's `gpt_oss` model is ready).
+
+Each generation is one gRPC stream to Triton. aiohttp runs with handler cancellation, so a client
+that disconnects cancels its handler, which closes the Triton stream, which cancels the engine request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from gptoss_runtime import contract
+from gptoss_runtime.gateway.openai_api import (
+    ApiError,
+    Limits,
+    ParsedRequest,
+    ResponseBuilder,
+    Transcript,
+    chat_chunk,
+    chat_completion,
+    chat_delta,
+    new_id,
+    parse_chat,
+    parse_responses,
+    usage,
+)
+from gptoss_runtime.gateway.triton import Step, TritonClient, TritonRequestError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS_LIMIT: Final = 131_072  # gpt-oss context length; the model refuses more than its plan's
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+_SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_CLIENT_KEY: Final = web.AppKey("triton_client", TritonClient)
+_STARTED_KEY: Final = web.AppKey("started", int)
+
+
+class GatewayError(Exception):
+    """The gateway cannot start as configured."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    triton_grpc: str
+    model_name: str
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @classmethod
+    def from_cli(
+        cls, *, triton_grpc: str, model_name: str | None, weights: Path | None, max_tokens_limit: int | None
+    ) -> GatewayConfig:
+        if model_name is None and weights is None:
+            raise GatewayError("give --model-name (gpt-oss-20b or gpt-oss-120b) or --weights DIR to read it from")
+        if model_name is None and weights is not None:
+            model_name = _model_name_from_weights(weights)
+        assert model_name is not None
+        return cls(
+            triton_grpc=triton_grpc,
+            model_name=model_name,
+            max_tokens_limit=max_tokens_limit or DEFAULT_MAX_TOKENS_LIMIT,
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(model_name=self.model_name, max_tokens_limit=self.max_tokens_limit)
+
+
+_CONFIG_KEY: Final = web.AppKey("gateway_config", GatewayConfig)
+
+
+def _model_name_from_weights(weights: Path) -> str:
+    from gptoss_runtime import checkpoint
+
+    try:
+        name = checkpoint.checkpoint_model_name(checkpoint.read_config(weights))
+    except checkpoint.CheckpointError as error:
+        raise GatewayError(f"--weights: {error}") from error
+    if name is None:
+        raise GatewayError(f"--weights: cannot tell which gpt-oss model {weights} holds; pass --model-name")
+    return name
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(value), status=status, content_type="application/json")
+
+
+def _config(request: web.Request) -> GatewayConfig:
+    return request.app[_CONFIG_KEY]
+
+
+# --- middleware: every error in OpenAI's shape -----------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return _json(error.body(), error.status)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        api_error = ApiError(error.status, f"{request.method} {request.path}: {error.reason}")
+        return _json(api_error.body(), error.status)
+
+
+async def _read_json(request: web.Request) -> Any:
+    limit = _config(request).max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"the request body has {request.content_length} bytes; the limit is {limit}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as error:
+        raise ApiError(413, f"the request body exceeds the limit of {limit} bytes") from error
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}") from error
+
+
+def _upstream_error(error: TritonRequestError) -> ApiError:
+    if error.field is not None:
+        return ApiError(400, str(error), param=error.field)
+    return ApiError(502, f"the model server failed: {error}", error_type="server_error")
+
+
+async def _first_step(steps: AsyncIterator[Step]) -> Step:
+    """Wait for the first step before answering, so that a refused request still gets a 4xx."""
+    try:
+        return await anext(steps)
+    except TritonRequestError as error:
+        raise _upstream_error(error) from error
+    except StopAsyncIteration as error:
+        raise ApiError(502, "the model server ended the stream without output", error_type="server_error") from error
+
+
+async def _sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers=_SSE_HEADERS)
+    await response.prepare(request)
+    return response
+
+
+async def _write_sse(response: web.StreamResponse, payload: Any, event: str | None = None) -> None:
+    head = f"event: {event}\ndata: ".encode() if event else b"data: "
+    await response.write(head + _dumps(payload) + b"\n\n")
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = await request.app[_CLIENT_KEY].is_ready()
+    return _json({"ready": ready, "model": contract.TRITON_MODEL_NAME}, 200 if ready else 503)
+
+
+def _model_card(config: GatewayConfig, created: int) -> dict[str, Any]:
+    return {"id": config.model_name, "object": "model", "created": created, "owned_by": "openai"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    config = _config(request)
+    return _json({"object": "list", "data": [_model_card(config, request.app[_STARTED_KEY])]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    config = _config(request)
+    model = request.match_info["model"]
+    if model != config.model_name:
+        raise ApiError(404, f"model {model!r} does not exist here", param="model", code="model_not_found")
+    return _json(_model_card(config, request.app[_STARTED_KEY]))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config = _config(request)
+    parsed = parse_chat(await _read_json(request), config.limits)
+    completion_id = new_id("chatcmpl-")
+    created = int(time.time())
+    steps = request.app[_CLIENT_KEY].generate(completion_id, parsed.inputs)
+    async with aclosing(steps):
+        first = await _first_step(steps)
+        if parsed.stream:
+            return await _stream_chat(request, parsed, completion_id, created, first, steps)
+        transcript = Transcript()
+        transcript.add(first)
+        try:
+            async for step in steps:
+                transcript.add(step)
+        except TritonRequestError as error:
+            raise _upstream_error(error) from error
+        return _json(chat_completion(completion_id, created, config.model_name, transcript))
+
+
+async def _stream_chat(
+    request: web.Request,
+    parsed: ParsedRequest,
+    completion_id: str,
+    created: int,
+    first: Step,
+    steps: AsyncIterator[Step],
+) -> web.StreamResponse:
+    model = _config(request).model_name
+    response = await _sse(request)
+    await _write_sse(response, chat_chunk(completion_id, created, model, {"role": "assistant", "content": ""}))
+    transcript = Transcript()
+
+    async def send(step: Step) -> None:
+        transcript.add(step)
+        delta = chat_delta(step)
+        if delta is not None:
+            await _write_sse(response, chat_chunk(completion_id, created, model, delta))
+        if step.finish_reason:
+            await _write_sse(response, chat_chunk(completion_id, created, model, {}, step.finish_reason))
+
+    try:
+        await send(first)
+        async for step in steps:
+            await send(step)
+    except TritonRequestError as error:
+        await _write_sse(response, _upstream_error(error).body())
+        return response
+    if parsed.include_usage:
+        chunk = chat_chunk(completion_id, created, model, {})
+        chunk["choices"] = []
+        chunk["usage"] = usage(transcript.prompt_tokens, transcript.completion_tokens, transcript.reasoning_tokens)
+        await _write_sse(response, chunk)
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    config = _config(request)
+    parsed = parse_responses(await _read_json(request), config.limits)
+    builder = ResponseBuilder(config.model_name, parsed.echo)
+    steps = request.app[_CLIENT_KEY].generate(builder.response_id, parsed.inputs)
+    async with aclosing(steps):
+        first = await _first_step(steps)
+        if parsed.stream:
+            return await _stream_response(request, builder, first, steps)
+        builder.step_events(first)
+        try:
+            async for step in steps:
+                builder.step_events(step)
+        except TritonRequestError as error:
+            raise _upstream_error(error) from error
+        return _json(builder.response(builder.final_status()))
+
+
+async def _stream_response(
+    request: web.Request, builder: ResponseBuilder, first: Step, steps: AsyncIterator[Step]
+) -> web.StreamResponse:
+    response = await _sse(request)
+    for event in builder.start_events() + builder.step_events(first):
+        await _write_sse(response, event, event["type"])
+    try:
+        async for step in steps:
+            for event in builder.step_events(step):
+                await _write_sse(response, event, event["type"])
+    except TritonRequestError as error:
+        failure = _upstream_error(error)
+        await _write_sse(response, builder.event("error", message=failure.message, code=failure.code), "error")
+        return response
+    for event in builder.finish_events():
+        await _write_sse(response, event, event["type"])
+    return response
+
+
+# --- application -----------------------------------------------------------------------------------
+
+
+def make_app(config: GatewayConfig, client: TritonClient | None = None) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=config.max_body_bytes)
+    app[_CONFIG_KEY] = config
+    app[_STARTED_KEY] = int(time.time())
+
+    async def connect(app: web.Application) -> AsyncIterator[None]:
+        app[_CLIENT_KEY] = client or TritonClient(config.triton_grpc)
+        yield
+        await app[_CLIENT_KEY].close()
+
+    app.cleanup_ctx.append(connect)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
+    return app
+
+
+def run_gateway(config: GatewayConfig, *, host: str, port: int) -> None:
+    log.info("gateway for %s on %s:%d -> triton %s", config.model_name, host, port, config.triton_grpc)
+    web.run_app(
+        make_app(config),
+        host=host,
+        port=port,
+        access_log=None,  # per-request logging costs more than the gateway's whole latency budget
+        handler_cancellation=True,
+        print=None,
+    )

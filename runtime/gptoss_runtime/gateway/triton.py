@@ -1,0 +1,158 @@
+"""The gateway's way to Triton: one gRPC bidirectional stream per generation (`tritonclient.grpc.aio`).
+
+Closing the async iterator returned by `TritonClient.generate` before the last step (the HTTP client
+went away, the handler was cancelled) cancels the gRPC call, which Triton turns into a cancelled
+request that the `gpt_oss` model sees and passes on to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from grpc import RpcError  # type: ignore[import-untyped]
+import numpy as np
+import tritonclient.grpc.aio as grpc_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from gptoss_runtime import contract
+from gptoss_runtime.triton_model import schema
+
+_OUTPUT_NAMES: Final = (
+    schema.TEXT_OUTPUT,
+    schema.CHANNEL,
+    schema.PROMPT_TOKENS,
+    schema.COMPLETION_TOKENS,
+    schema.FINISH_REASON,
+)
+_INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
+
+
+class TritonRequestError(Exception):
+    """Triton or the model refused or failed the request. `field` is set when an input was at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class GenerationInputs:
+    messages: list[dict[str, str]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    reasoning_effort: str | None = None
+    stop: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    text: str
+    channel: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def _bytes_input(name: str, values: Sequence[str]) -> InferInput:
+    tensor = InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode("utf-8") for value in values], dtype=np.object_))
+    return tensor
+
+
+def _number_input(name: str, value: float, triton_type: str, dtype: Any) -> InferInput:
+    tensor = InferInput(name, [1], triton_type)
+    tensor.set_data_from_numpy(np.array([value], dtype=dtype))
+    return tensor
+
+
+def build_inputs(inputs: GenerationInputs) -> list[InferInput]:
+    tensors = [_bytes_input(schema.MESSAGES, [json.dumps(inputs.messages, ensure_ascii=False)])]
+    if inputs.max_tokens is not None:
+        tensors.append(_number_input(schema.MAX_TOKENS, inputs.max_tokens, "INT32", np.int32))
+    if inputs.temperature is not None:
+        tensors.append(_number_input(schema.TEMPERATURE, inputs.temperature, "FP32", np.float32))
+    if inputs.top_p is not None:
+        tensors.append(_number_input(schema.TOP_P, inputs.top_p, "FP32", np.float32))
+    if inputs.seed is not None:
+        tensors.append(_number_input(schema.SEED, inputs.seed, "INT64", np.int64))
+    if inputs.reasoning_effort is not None:
+        tensors.append(_bytes_input(schema.REASONING_EFFORT, [inputs.reasoning_effort]))
+    if inputs.stop:
+        tensors.append(_bytes_input(schema.STOP, list(inputs.stop)))
+    return tensors
+
+
+def _text(result: Any, name: str) -> str:
+    return bytes(result.as_numpy(name)[0]).decode("utf-8")
+
+
+def decode_step(result: Any) -> Step:
+    return Step(
+        text=_text(result, schema.TEXT_OUTPUT),
+        channel=_text(result, schema.CHANNEL),
+        prompt_tokens=int(result.as_numpy(schema.PROMPT_TOKENS)[0]),
+        completion_tokens=int(result.as_numpy(schema.COMPLETION_TOKENS)[0]),
+        finish_reason=_text(result, schema.FINISH_REASON),
+    )
+
+
+def _error_field(message: str) -> str | None:
+    """The model's input errors read `<input>: <problem>` (see `triton_model.service.InputError`)."""
+    head = message.split(":", 1)[0].split("[", 1)[0].strip()
+    return head if head in _INPUT_NAMES else None
+
+
+class TritonClient:
+    def __init__(self, url: str, model: str = contract.TRITON_MODEL_NAME) -> None:
+        self._client = grpc_aio.InferenceServerClient(url=url)
+        self._model = model
+        self._outputs = [InferRequestedOutput(name) for name in _OUTPUT_NAMES]
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self._model))
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def generate(self, request_id: str, inputs: GenerationInputs) -> AsyncGenerator[Step, None]:
+        """Steps until (and including) the one with a finish reason."""
+        finished = asyncio.Event()
+        request = {
+            "model_name": self._model,
+            "inputs": build_inputs(inputs),
+            "outputs": self._outputs,
+            "request_id": request_id,
+        }
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield request
+            await finished.wait()  # keep our half of the stream open until the last response
+
+        stream = self._client.stream_infer(requests())
+        try:
+            async for result, error in stream:
+                if error is not None:
+                    message = str(error.message() if hasattr(error, "message") else error)
+                    raise TritonRequestError(message, _error_field(message))
+                step = decode_step(result)
+                yield step
+                if step.finish_reason:
+                    return
+            raise TritonRequestError("Triton closed the stream before the last response")
+        except InferenceServerException as error:
+            raise TritonRequestError(str(error.message())) from error
+        except RpcError as error:
+            raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
+        finally:
+            finished.set()
+            stream.cancel()

@@ -1,0 +1,453 @@
+"""OpenAI's harmony chat format for gpt-oss, rendered and parsed with the checkpoint's own tokenizer.
+
+(The `openai-harmony` package and `tiktoken` download vocabularies at run time; this module needs only
+`tokenizer.json`.) A prompt is a sequence of messages `<|start|>{header}<|message|>{content}<|end|>`:
+the system message (identity, dates, `Reasoning: <effort>`, the valid channels), an optional developer
+message (`# Instructions` and function tools), the conversation, and finally `<|start|>assistant`, after
+which the model writes `<|channel|>analysis<|message|>...<|end|><|start|>assistant<|channel|>final
+<|message|>...<|return|>` (or a tool call ending in `<|call|>`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from gptoss_runtime.tokenizer import Tokenizer, TokenizerError
+
+ReasoningEffort = Literal["low", "medium", "high"]
+REASONING_EFFORTS: Final = ("low", "medium", "high")
+ROLES: Final = ("system", "developer", "user", "assistant", "tool")
+CHANNELS: Final = ("analysis", "commentary", "final")
+FINAL_CHANNEL: Final = "final"
+COMMENTARY_CHANNEL: Final = "commentary"
+
+DEFAULT_MODEL_IDENTITY: Final = "You are ChatGPT, a large language model trained by OpenAI."
+DEFAULT_KNOWLEDGE_CUTOFF: Final = "2024-06"
+DEFAULT_MAX_HEADER_TOKENS: Final = 64  # a real header is about 10 tokens
+
+START, END, MESSAGE, CHANNEL = "<|start|>", "<|end|>", "<|message|>", "<|channel|>"
+CONSTRAIN, RETURN, CALL = "<|constrain|>", "<|return|>", "<|call|>"
+STRUCTURE_TOKENS: Final = (START, END, MESSAGE, CHANNEL, CONSTRAIN, RETURN, CALL)
+
+
+class HarmonyError(ValueError):
+    """A conversation that cannot be rendered; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str  # function name, without the `functions.` namespace
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None  # JSON schema of the arguments object
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat. `system` and `developer` messages become the developer instructions;
+    `tool` messages carry a function's output (`name` is the function); an assistant message may name
+    its `channel` (default final) and carry `tool_calls`."""
+
+    role: str
+    content: str = ""
+    name: str | None = None
+    channel: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChannelDelta:
+    """New text of the assistant message being generated; `recipient` is set for a tool call
+    (e.g. `functions.get_weather`, the text is then its JSON arguments)."""
+
+    channel: str
+    text: str
+    recipient: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    channel: str
+    text: str
+    recipient: str | None = None
+    content_type: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+
+    def special(self, token: str) -> None:
+        self.ids.append(self.tokenizer.token_id(token))
+
+    def text(self, text: str) -> None:
+        if text:
+            self.ids.extend(self.tokenizer.encode(text))
+
+    def message(self, header: str, content: str, *, channel: str | None = None, end: str = END) -> None:
+        self.special(START)
+        self.text(header)
+        if channel is not None:
+            self.special(CHANNEL)
+            self.text(channel)
+        self.special(MESSAGE)
+        self.text(content)
+        self.special(end)
+
+
+def system_message_text(
+    reasoning_effort: str,
+    *,
+    knowledge_cutoff: str | None = DEFAULT_KNOWLEDGE_CUTOFF,
+    current_date: str | None = None,
+    model_identity: str = DEFAULT_MODEL_IDENTITY,
+    has_functions: bool = False,
+) -> str:
+    lines = [model_identity]
+    if knowledge_cutoff:
+        lines.append(f"Knowledge cutoff: {knowledge_cutoff}")
+    if current_date:
+        lines.append(f"Current date: {current_date}")
+    lines += ["", f"Reasoning: {reasoning_effort}", ""]
+    lines.append("# Valid channels: analysis, commentary, final. Channel must be included for every message.")
+    if has_functions:
+        lines.append("Calls to these tools must go to the commentary channel: 'functions'.")
+    return "\n".join(lines)
+
+
+def developer_message_text(instructions: str, tools: Sequence[ToolDefinition]) -> str:
+    sections = []
+    if instructions:
+        sections.append(f"# Instructions\n\n{instructions}")
+    if tools:
+        sections.append("# Tools\n\n## functions\n\n" + _functions_namespace(tools))
+    return "\n\n".join(sections)
+
+
+def _functions_namespace(tools: Sequence[ToolDefinition]) -> str:
+    parts = ["namespace functions {", ""]
+    for tool in tools:
+        if tool.description:
+            parts.append(f"// {tool.description}")
+        properties = (tool.parameters or {}).get("properties") if tool.parameters else None
+        if isinstance(properties, Mapping) and properties:
+            parts.append(f"type {tool.name} = (_: {_typescript_object(tool.parameters or {})}) => any;")
+        else:
+            parts.append(f"type {tool.name} = () => any;")
+        parts.append("")
+    parts.append("} // namespace functions")
+    return "\n".join(parts)
+
+
+def _typescript_object(schema: Mapping[str, Any]) -> str:
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    lines = ["{"]
+    for name, prop in properties.items():
+        prop = prop if isinstance(prop, Mapping) else {}
+        if prop.get("description"):
+            lines.append(f"// {prop['description']}")
+        optional = "" if name in required else "?"
+        default = f" // default: {prop['default']}" if "default" in prop else ""
+        lines.append(f"{name}{optional}: {_typescript_type(prop)},{default}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _typescript_type(schema: Mapping[str, Any]) -> str:
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return " | ".join(json.dumps(value) for value in schema["enum"]) or "any"
+    kind = schema.get("type")
+    if kind == "string":
+        return "string"
+    if kind in ("number", "integer"):
+        return "number"
+    if kind == "boolean":
+        return "boolean"
+    if kind == "array":
+        items = schema.get("items")
+        return f"{_typescript_type(items if isinstance(items, Mapping) else {})}[]"
+    if kind == "object" and isinstance(schema.get("properties"), Mapping):
+        return _typescript_object(schema)
+    return "any"
+
+
+def render_prompt(
+    messages: Sequence[ChatMessage],
+    reasoning_effort: str,
+    tokenizer: Tokenizer,
+    *,
+    knowledge_cutoff: str | None = DEFAULT_KNOWLEDGE_CUTOFF,
+    current_date: str | None = None,
+    model_identity: str = DEFAULT_MODEL_IDENTITY,
+    tools: Sequence[ToolDefinition] = (),
+) -> list[int]:
+    """Token ids of the conversation, ending with `<|start|>assistant` so that the model answers."""
+    if reasoning_effort not in REASONING_EFFORTS:
+        raise HarmonyError(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, got {reasoning_effort!r}")
+    _validate_messages(messages)
+    builder = _Builder(tokenizer)
+    builder.message(
+        "system",
+        system_message_text(
+            reasoning_effort,
+            knowledge_cutoff=knowledge_cutoff,
+            current_date=current_date,
+            model_identity=model_identity,
+            has_functions=bool(tools),
+        ),
+    )
+    instructions = "\n\n".join(m.content for m in messages if m.role in ("system", "developer") and m.content)
+    developer = developer_message_text(instructions, tools)
+    if developer:
+        builder.message("developer", developer)
+    for message in messages:
+        _render_conversation_message(builder, message)
+    builder.special(START)
+    builder.text("assistant")
+    return builder.ids
+
+
+def _validate_messages(messages: Sequence[ChatMessage]) -> None:
+    for index, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise HarmonyError(f"messages[{index}].role must be one of {', '.join(ROLES)}, got {message.role!r}")
+        if message.role == "tool" and not message.name:
+            raise HarmonyError(f"messages[{index}].name: a tool message needs the name of the function it answers")
+        if message.channel is not None and message.channel not in CHANNELS:
+            raise HarmonyError(
+                f"messages[{index}].channel must be one of {', '.join(CHANNELS)}, got {message.channel!r}"
+            )
+
+
+def _render_conversation_message(builder: _Builder, message: ChatMessage) -> None:
+    if message.role == "user":
+        builder.message("user", message.content)
+    elif message.role == "assistant":
+        if message.content or not message.tool_calls:
+            channel = message.channel or (COMMENTARY_CHANNEL if message.tool_calls else FINAL_CHANNEL)
+            builder.message("assistant", message.content, channel=channel)
+        for call in message.tool_calls:
+            builder.message(
+                "assistant",
+                call.arguments,
+                channel=f"{COMMENTARY_CHANNEL} to=functions.{call.name} <|constrain|>json",
+                end=CALL,
+            )
+    elif message.role == "tool":
+        builder.message(f"functions.{message.name} to=assistant", message.content, channel=COMMENTARY_CHANNEL)
+
+
+def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """Generation ends at `<|return|>` (answer done) or `<|call|>` (a tool call to run)."""
+    return (tokenizer.token_id(RETURN), tokenizer.token_id(CALL))
+
+
+# --------------------------------------------------------------------------------------------------
+# parsing the model's output as it streams
+# --------------------------------------------------------------------------------------------------
+
+_HEADER_CHANNEL = re.compile(r"<\|channel\|>\s*([^\s<]+)")
+_HEADER_RECIPIENT = re.compile(r"to=([^\s<]+)")
+_HEADER_CONTENT_TYPE = re.compile(r"<\|constrain\|>\s*([^\s<]+)")
+
+
+class HarmonyStreamParser:
+    """Turns generated token ids into text per channel, incrementally and without ever raising.
+
+    Starts inside the header of the assistant message that the prompt opened. Multi-byte characters
+    split across tokens are held back until complete. Output that does not follow harmony (a header that
+    never ends within `max_header_tokens`, text outside any message) is treated as `final` text.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, max_header_tokens: int = DEFAULT_MAX_HEADER_TOKENS) -> None:
+        self._tokenizer = tokenizer
+        self._max_header_tokens = max_header_tokens
+        ids = {name: tokenizer.token_id(name) for name in STRUCTURE_TOKENS}
+        self._start, self._end, self._message = ids[START], ids[END], ids[MESSAGE]
+        self._channel_token, self._constrain = ids[CHANNEL], ids[CONSTRAIN]
+        self._return, self._call = ids[RETURN], ids[CALL]
+        self._state: Literal["header", "content", "between", "done"] = "header"
+        self._header: list[int] = []
+        self._channel = FINAL_CHANNEL
+        self._recipient: str | None = None
+        self._content_type: str | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._text: list[str] = []
+        self._out: list[ChannelDelta] = []
+        self.messages: list[ParsedMessage] = []
+        self.stop_token: str | None = None  # RETURN or CALL once seen
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    def feed(self, token_ids: Sequence[int]) -> list[ChannelDelta]:
+        for token in token_ids:
+            self._feed_one(int(token))
+        return self._drain()
+
+    def finish(self) -> list[ChannelDelta]:
+        """End of generation: flush what is pending (a header that never completed and holds plain text
+        becomes final text)."""
+        if self._state != "done":
+            self._end_message()
+        self._state = "done"
+        return self._drain()
+
+    # ---- states ----
+
+    def _feed_one(self, token: int) -> None:
+        if self._state == "done":
+            return
+        if token in (self._return, self._call):
+            self._end_message()
+            self.stop_token = RETURN if token == self._return else CALL
+            self._state = "done"
+        elif self._state == "header":
+            self._feed_header(token)
+        elif self._state == "content":
+            self._feed_content(token)
+        else:
+            self._feed_between(token)
+
+    def _feed_header(self, token: int) -> None:
+        if token == self._message:
+            self._open_message()
+        elif token == self._start:
+            self._header = []
+        elif token == self._end:
+            self._end_message()
+            self._state = "between"
+        else:
+            self._header.append(token)
+            if len(self._header) > self._max_header_tokens:
+                self._fallback_to_final()
+
+    def _feed_content(self, token: int) -> None:
+        if token == self._end:
+            self._close_message()
+            self._state = "between"
+        elif token == self._start:
+            self._close_message()
+            self._header = []
+            self._state = "header"
+        elif not self._is_special(token):
+            self._emit(self._decoder.decode(self._bytes(token)))
+        # Other special tokens inside content (a stray <|channel|>, reserved ids) carry no text.
+
+    def _feed_between(self, token: int) -> None:
+        if token == self._start:
+            self._header = []
+            self._state = "header"
+        elif token == self._channel_token or not self._is_special(token):
+            # The model skipped <|start|>assistant: read a header from here (bounded, then final text).
+            self._header = [token]
+            self._state = "header"
+
+    # ---- helpers ----
+
+    def _end_message(self) -> None:
+        """The current message ends (or generation stops) here."""
+        if self._state == "header" and self._header_is_plain_text():
+            self._fallback_to_final()
+        if self._state == "content":
+            self._close_message()
+        self._header = []
+
+    def _open_message(self) -> None:
+        header_text = self._header_text(include_special=True)
+        channel_match = _HEADER_CHANNEL.search(header_text)
+        recipient_match = _HEADER_RECIPIENT.search(header_text)
+        content_type_match = _HEADER_CONTENT_TYPE.search(header_text)
+        self._recipient = recipient_match.group(1) if recipient_match else None
+        self._content_type = content_type_match.group(1) if content_type_match else None
+        channel = channel_match.group(1) if channel_match else None
+        if channel not in CHANNELS:
+            channel = COMMENTARY_CHANNEL if self._recipient and channel is None else FINAL_CHANNEL
+        self._channel = channel
+        self._header = []
+        self._state = "content"
+
+    def _fallback_to_final(self) -> None:
+        """A header that is not one: its plain text is the start of a final message."""
+        text = self._header_text(include_special=False)
+        self._header = []
+        self._channel, self._recipient, self._content_type = FINAL_CHANNEL, None, None
+        self._state = "content"
+        self._emit(text)
+
+    def _header_is_plain_text(self) -> bool:
+        if any(self._is_special(token) for token in self._header):
+            return False
+        text = self._header_text(include_special=False).strip()
+        return bool(text) and text not in ROLES
+
+    def _header_text(self, *, include_special: bool) -> str:
+        pieces = bytearray()
+        for token in self._header:
+            if self._is_special(token):
+                if include_special:
+                    pieces += self._special_text(token).encode("utf-8")
+            else:
+                pieces += self._bytes(token)
+        return pieces.decode("utf-8", errors="replace")
+
+    def _close_message(self) -> None:
+        self._emit(self._decoder.decode(b"", final=True))
+        self._decoder.reset()
+        self.messages.append(ParsedMessage(self._channel, "".join(self._text), self._recipient, self._content_type))
+        self._text = []
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        self._text.append(text)
+        last = self._out[-1] if self._out else None
+        if last is not None and last.channel == self._channel and last.recipient == self._recipient:
+            self._out[-1] = ChannelDelta(self._channel, last.text + text, self._recipient)
+        else:
+            self._out.append(ChannelDelta(self._channel, text, self._recipient))
+
+    def _drain(self) -> list[ChannelDelta]:
+        out, self._out = self._out, []
+        return out
+
+    def _is_special(self, token: int) -> bool:
+        return self._tokenizer.is_special(token) or not 0 <= token < self._tokenizer.vocab_size
+
+    def _special_text(self, token: int) -> str:
+        try:
+            return self._tokenizer.decode([token])
+        except Exception:  # an id the tokenizer does not know: no text
+            return ""
+
+    def _bytes(self, token: int) -> bytes:
+        try:
+            return self._tokenizer.token_bytes(token)
+        except (TokenizerError, OverflowError, ValueError):
+            return b""
+
+
+def parse_completion(token_ids: Sequence[int], tokenizer: Tokenizer) -> list[ParsedMessage]:
+    """All messages of a finished completion (the tokens generated after `<|start|>assistant`)."""
+    parser = HarmonyStreamParser(tokenizer)
+    parser.feed(token_ids)
+    parser.finish()
+    return parser.messages

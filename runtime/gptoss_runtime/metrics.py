@@ -1,0 +1,139 @@
+"""The `gpt_oss` model's own metrics, exported on Triton's metrics port through `pb_utils.MetricFamily`.
+
+Names come from `gptoss_runtime.contract`; every series carries the label `model` (the deployment's
+model name), and `gptoss_requests_total` also `outcome` (success, error, cancelled). Time to first token
+is a real histogram: the Python backend of Triton 2.51 supports `MetricFamily.HISTOGRAM` (buckets
+`contract.TIME_TO_FIRST_TOKEN_BUCKETS`).
+
+Each update of a Triton metric is a message from the stub to the server, so the hot path only adds to
+Python counters; `flush()` (called when a request ends and by the model's periodic refresh) pushes the
+pending increments, and `refresh(stats)` copies the engine's gauges.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+from gptoss_runtime import contract
+from gptoss_runtime.engine.base import EngineStats
+
+OUTCOME_SUCCESS: Final = "success"
+OUTCOME_ERROR: Final = "error"
+OUTCOME_CANCELLED: Final = "cancelled"
+OUTCOMES: Final = (OUTCOME_SUCCESS, OUTCOME_ERROR, OUTCOME_CANCELLED)
+
+
+class MetricsSink(Protocol):
+    """What the generation service reports; `TritonModelMetrics` or `RecordingMetrics` (tests)."""
+
+    def prompt_tokens(self, count: int) -> None: ...
+
+    def generated_tokens(self, count: int) -> None: ...
+
+    def time_to_first_token(self, seconds: float) -> None: ...
+
+    def request_finished(self, outcome: str) -> None: ...
+
+    def refresh(self, stats: EngineStats) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class RecordingMetrics:
+    """Keeps everything in memory (used where no Triton is running)."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens_total = 0
+        self.generated_tokens_total = 0
+        self.first_token_seconds: list[float] = []
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.last_stats: EngineStats | None = None
+
+    def prompt_tokens(self, count: int) -> None:
+        self.prompt_tokens_total += count
+
+    def generated_tokens(self, count: int) -> None:
+        self.generated_tokens_total += count
+
+    def time_to_first_token(self, seconds: float) -> None:
+        self.first_token_seconds.append(seconds)
+
+    def request_finished(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    def refresh(self, stats: EngineStats) -> None:
+        self.last_stats = stats
+
+    def flush(self) -> None:
+        return
+
+
+class TritonModelMetrics:
+    """Metric families registered with Triton through the Python backend's `pb_utils` module."""
+
+    def __init__(self, pb_utils: Any, model_name: str) -> None:
+        kinds = pb_utils.MetricFamily
+        self._families: dict[str, Any] = {}
+        self._metrics: dict[str, Any] = {}
+        gauges = (
+            (contract.METRIC_REQUESTS_RUNNING, "Sequences being generated now."),
+            (contract.METRIC_REQUESTS_WAITING, "Requests admitted but not yet scheduled."),
+            (contract.METRIC_KV_CACHE_UTILIZATION, "Share of the KV cache in use (0..1)."),
+        )
+        counters = (
+            (contract.METRIC_GENERATED_TOKENS, "Tokens generated."),
+            (contract.METRIC_PROMPT_TOKENS, "Prompt tokens processed."),
+            (contract.METRIC_REQUESTS, "Requests finished, by outcome."),
+        )
+        for name, description in gauges:
+            self._families[name] = kinds(name=name, description=description, kind=kinds.GAUGE)
+        for name, description in counters:
+            self._families[name] = kinds(name=name, description=description, kind=kinds.COUNTER)
+        self._families[contract.METRIC_TIME_TO_FIRST_TOKEN] = kinds(
+            name=contract.METRIC_TIME_TO_FIRST_TOKEN,
+            description="Seconds from admission to the first generated token.",
+            kind=kinds.HISTOGRAM,
+        )
+        labels = {"model": model_name}
+        for name in (*(g for g, _ in gauges), contract.METRIC_GENERATED_TOKENS, contract.METRIC_PROMPT_TOKENS):
+            self._metrics[name] = self._families[name].Metric(labels=labels)
+        self._metrics[contract.METRIC_TIME_TO_FIRST_TOKEN] = self._families[contract.METRIC_TIME_TO_FIRST_TOKEN].Metric(
+            labels=labels, buckets=list(contract.TIME_TO_FIRST_TOKEN_BUCKETS)
+        )
+        for outcome in OUTCOMES:
+            self._metrics[f"{contract.METRIC_REQUESTS}/{outcome}"] = self._families[contract.METRIC_REQUESTS].Metric(
+                labels={**labels, "outcome": outcome}
+            )
+        self._pending_prompt = 0
+        self._pending_generated = 0
+
+    def prompt_tokens(self, count: int) -> None:
+        self._pending_prompt += count
+
+    def generated_tokens(self, count: int) -> None:
+        self._pending_generated += count
+
+    def time_to_first_token(self, seconds: float) -> None:
+        self._metrics[contract.METRIC_TIME_TO_FIRST_TOKEN].observe(seconds)
+
+    def request_finished(self, outcome: str) -> None:
+        self.flush()
+        self._metrics[f"{contract.METRIC_REQUESTS}/{outcome}"].increment(1)
+
+    def refresh(self, stats: EngineStats) -> None:
+        self._metrics[contract.METRIC_REQUESTS_RUNNING].set(stats.requests_running)
+        self._metrics[contract.METRIC_REQUESTS_WAITING].set(stats.requests_waiting)
+        self._metrics[contract.METRIC_KV_CACHE_UTILIZATION].set(stats.kv_cache_utilization)
+
+    def flush(self) -> None:
+        if self._pending_prompt:
+            pending, self._pending_prompt = self._pending_prompt, 0
+            self._metrics[contract.METRIC_PROMPT_TOKENS].increment(pending)
+        if self._pending_generated:
+            pending, self._pending_generated = self._pending_generated, 0
+            self._metrics[contract.METRIC_GENERATED_TOKENS].increment(pending)
+
+    def close(self) -> None:
+        """Metrics must go before their families (the backend refuses the other order)."""
+        self._metrics.clear()
+        self._families.clear()

@@ -1,0 +1,1 @@
+"""The `gpt_oss` Triton model (Python backend, decoupled): harmony in, streamed channel deltas out."""

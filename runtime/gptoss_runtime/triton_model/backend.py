@@ -1,0 +1,183 @@
+"""`TritonPythonModel` for `gpt_oss`: Triton's Python backend glue around `GenerationService`.
+
+Decoupled transaction policy with a coroutine `execute` (supported for decoupled models by the Python
+backend since 23.04): the stub runs each `execute` on its event loop without waiting for it, so many
+requests stream at once. Each request gets a response per streamed step; the last response carries
+`finish_reason` and the final flag. A client that cancels its gRPC stream (or drops its HTTP
+`generate_stream` connection) is seen through `request.is_cancelled()`; the engine request is then
+cancelled and the request counted with outcome `cancelled`.
+
+The engine comes from `engine.json` next to `config.pbtxt` (written by `gptoss_runtime.triton_repo`):
+`reference` (numpy, CPU), `trtllm` (TensorRT-LLM LLM API, GPUs) or `scripted` (tests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from gptoss_runtime.engine.base import Engine
+from gptoss_runtime.metrics import OUTCOME_ERROR, TritonModelMetrics
+from gptoss_runtime.plan import ServingPlan
+from gptoss_runtime.tokenizer import Tokenizer
+from gptoss_runtime.triton_model import schema
+from gptoss_runtime.triton_model.service import (
+    ClientCancelledError,
+    GenerationService,
+    InputError,
+    StepOutput,
+    parse_request,
+)
+
+ENGINE_OPTIONS_FILE: Final = "engine.json"
+METRICS_REFRESH_SECONDS: Final = 0.5
+ENGINE_CLOSE_TIMEOUT_SECONDS: Final = 10.0
+
+
+def build_engine(options: dict[str, Any], tokenizer: Tokenizer) -> Engine:
+    """The engine named in engine.json (imports only the one it needs: TensorRT-LLM is GPU-only)."""
+    kind = options["engine"]
+    weights_dir = Path(options["weights_dir"])
+    if kind == "scripted":
+        from gptoss_runtime.triton_model.scripted import ScriptedEngine
+
+        return ScriptedEngine.from_options(
+            tokenizer, {**options.get("options", {}), "max_batch_size": options["max_batch_size"]}
+        )
+    if kind == "reference":
+        from gptoss_runtime.engine.reference import ReferenceEngine
+
+        return ReferenceEngine.from_checkpoint(
+            weights_dir, max_batch_size=options["max_batch_size"], max_seq_len=options["max_seq_len"]
+        )
+    if kind == "trtllm":
+        from gptoss_runtime.engine.trtllm import TrtllmEngine
+
+        return TrtllmEngine.create(ServingPlan.model_validate(options["plan"]), weights_dir)
+    raise ValueError(f"{ENGINE_OPTIONS_FILE}: unknown engine {kind!r}")
+
+
+class TritonPythonModel:
+    """Loaded by the Python-backend stub (see `triton_model/model.py`)."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self._pb = pb_utils
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException("gpt_oss streams: its config must set decoupled: true")
+        options = json.loads((Path(args["model_repository"]) / ENGINE_OPTIONS_FILE).read_text(encoding="utf-8"))
+        tokenizer = Tokenizer.from_dir(Path(options["weights_dir"]))
+        self._max_tokens_limit = int(options["max_tokens_limit"])
+        self._default_effort = str(options["default_reasoning_effort"])
+        self._metrics = TritonModelMetrics(pb_utils, options["model_name"])
+        self._service = GenerationService(
+            build_engine(options, tokenizer), tokenizer, self._metrics, max_seq_len=int(options["max_seq_len"])
+        )
+        self._refresher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        pb_utils.Logger.log_info(
+            f"gpt_oss: {options['engine']} engine for {options['model_name']} from {options['weights_dir']}"
+        )
+
+    async def execute(self, requests: list[Any]) -> None:
+        self._start_refresher()
+        await asyncio.gather(*(self._serve(request) for request in requests))
+
+    def finalize(self) -> None:
+        # The stub calls this on its main thread while its event-loop thread no longer runs callbacks
+        # (measured: a coroutine handed over with run_coroutine_threadsafe never ran), so the engine is
+        # closed on a loop of its own, in a helper thread, within a bound well below Triton's exit timeout.
+        self._closing = True
+        if self._loop is not None and self._refresher is not None:
+            self._loop.call_soon_threadsafe(self._refresher.cancel)
+        _close_detached(self._service.engine, self._pb)
+        self._metrics.close()
+
+    # --- one request -------------------------------------------------------------------------------
+
+    async def _serve(self, request: Any) -> None:
+        pb = self._pb
+        sender = request.get_response_sender()
+        final_flag = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+            parsed = parse_request(
+                self._input_getter(request),
+                max_tokens_limit=self._max_tokens_limit,
+                default_reasoning_effort=self._default_effort,
+            )
+            request_id = request.request_id() or uuid.uuid4().hex
+            async for step in self._service.stream(request_id, parsed, request.is_cancelled):
+                sender.send(self._response(step), flags=final_flag if step.finish_reason else 0)
+        except InputError as error:
+            self._metrics.request_finished(OUTCOME_ERROR)
+            self._send_error(sender, pb.TritonError(str(error), pb.TritonError.INVALID_ARG))
+        except (ClientCancelledError, asyncio.CancelledError):
+            self._send_error(sender, pb.TritonError("the client cancelled the request", pb.TritonError.CANCELLED))
+        except Exception as error:  # the stream must end with a final response whatever failed
+            pb.Logger.log_error(f"gpt_oss: request failed: {error!r}")
+            self._send_error(sender, pb.TritonError(f"generation failed: {error}", pb.TritonError.INTERNAL))
+
+    def _input_getter(self, request: Any) -> Callable[[str], Any]:
+        def get(name: str) -> Any:
+            tensor = self._pb.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        return get
+
+    def _response(self, step: StepOutput) -> Any:
+        tensor = self._pb.Tensor
+        return self._pb.InferenceResponse(
+            output_tensors=[
+                tensor(schema.TEXT_OUTPUT, np.array([step.text.encode("utf-8")], dtype=np.object_)),
+                tensor(schema.CHANNEL, np.array([step.channel.encode("utf-8")], dtype=np.object_)),
+                tensor(schema.PROMPT_TOKENS, np.array([step.prompt_tokens], dtype=np.int32)),
+                tensor(schema.COMPLETION_TOKENS, np.array([step.completion_tokens], dtype=np.int32)),
+                tensor(schema.FINISH_REASON, np.array([step.finish_reason.encode("utf-8")], dtype=np.object_)),
+            ]
+        )
+
+    def _send_error(self, sender: Any, error: Any) -> None:
+        try:
+            sender.send(self._pb.InferenceResponse(error=error), flags=self._pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as failure:  # the client may be gone already; nothing is left to tell it
+            self._pb.Logger.log_verbose(f"gpt_oss: final response not delivered: {failure!r}")
+
+    # --- gauges ------------------------------------------------------------------------------------
+
+    def _start_refresher(self) -> None:
+        if self._refresher is None:
+            self._loop = asyncio.get_running_loop()
+            self._refresher = self._loop.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(METRICS_REFRESH_SECONDS)
+            try:
+                self._metrics.refresh(self._service.engine.stats())
+                self._metrics.flush()
+            except Exception as error:  # metrics must never take the model down
+                self._pb.Logger.log_warn(f"gpt_oss: metrics refresh failed: {error!r}")
+
+
+def _close_detached(engine: Engine, pb_utils: Any) -> None:
+    def close() -> None:
+        try:
+            asyncio.run(engine.close())
+        except Exception as error:  # shutting down: report, never raise
+            pb_utils.Logger.log_warn(f"gpt_oss: closing the engine failed: {error!r}")
+
+    closer = threading.Thread(target=close, name="gpt_oss-engine-close", daemon=True)
+    closer.start()
+    closer.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
+    if closer.is_alive():
+        pb_utils.Logger.log_warn(f"gpt_oss: the engine did not close within {ENGINE_CLOSE_TIMEOUT_SECONDS:.0f} s")

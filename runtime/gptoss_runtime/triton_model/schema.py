@@ -1,0 +1,81 @@
+"""The `gpt_oss` Triton model's tensors, defined once (config.pbtxt, the model, the gateway use them).
+
+Inputs (all `[1]`-shaped unless noted; give either `text_input` or `messages`):
+
+| name               | type   | meaning                                                                  |
+|--------------------|--------|--------------------------------------------------------------------------|
+| `text_input`       | BYTES  | a prompt, sent as one user message                                       |
+| `messages`         | BYTES  | chat messages as JSON: `[{"role": "user", "content": "..."}, ...]`       |
+| `max_tokens`       | INT32  | most tokens to generate (default and bound: the deployment's max_seq_len)       |
+| `temperature`      | FP32   | sampling temperature (default 1.0; 0 = greedy)                           |
+| `top_p`            | FP32   | nucleus sampling mass (default 1.0)                                      |
+| `seed`             | INT64  | sampling seed                                                            |
+| `reasoning_effort` | BYTES  | `low`, `medium` or `high` (default: the plan's)                          |
+| `stop`             | BYTES  | `[-1]`: stop strings; generation ends before the first match in the text |
+
+Outputs, one response per streamed step (the last one carries `finish_reason` and the final flag):
+
+| name                | type  | meaning                                                             |
+|---------------------|-------|---------------------------------------------------------------------|
+| `text_output`       | BYTES | the new text of this step                                           |
+| `channel`           | BYTES | its harmony channel: `analysis` (reasoning), `commentary`, `final`  |
+| `prompt_tokens`     | INT32 | tokens of the rendered prompt                                       |
+| `completion_tokens` | INT32 | tokens generated so far                                             |
+| `finish_reason`     | BYTES | empty until the last response: `stop`, `length` or `cancelled`      |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton's config type, e.g. TYPE_STRING
+    dims: tuple[int, ...] = (1,)
+    optional: bool = True
+
+
+# Input names.
+TEXT_INPUT: Final = "text_input"
+MESSAGES: Final = "messages"
+MAX_TOKENS: Final = "max_tokens"
+TEMPERATURE: Final = "temperature"
+TOP_P: Final = "top_p"
+SEED: Final = "seed"
+REASONING_EFFORT: Final = "reasoning_effort"
+STOP: Final = "stop"
+
+# Output names.
+TEXT_OUTPUT: Final = "text_output"
+CHANNEL: Final = "channel"
+PROMPT_TOKENS: Final = "prompt_tokens"
+COMPLETION_TOKENS: Final = "completion_tokens"
+FINISH_REASON: Final = "finish_reason"
+
+INPUTS: Final = (
+    TensorSpec(TEXT_INPUT, "TYPE_STRING"),
+    TensorSpec(MESSAGES, "TYPE_STRING"),
+    TensorSpec(MAX_TOKENS, "TYPE_INT32"),
+    TensorSpec(TEMPERATURE, "TYPE_FP32"),
+    TensorSpec(TOP_P, "TYPE_FP32"),
+    TensorSpec(SEED, "TYPE_INT64"),
+    TensorSpec(REASONING_EFFORT, "TYPE_STRING"),
+    TensorSpec(STOP, "TYPE_STRING", dims=(-1,)),
+)
+OUTPUTS: Final = (
+    TensorSpec(TEXT_OUTPUT, "TYPE_STRING", optional=False),
+    TensorSpec(CHANNEL, "TYPE_STRING", optional=False),
+    TensorSpec(PROMPT_TOKENS, "TYPE_INT32", optional=False),
+    TensorSpec(COMPLETION_TOKENS, "TYPE_INT32", optional=False),
+    TensorSpec(FINISH_REASON, "TYPE_STRING", optional=False),
+)
+
+# Finish reasons.
+FINISH_STOP: Final = "stop"
+FINISH_LENGTH: Final = "length"
+FINISH_CANCELLED: Final = "cancelled"
+
+CHANNELS: Final = ("analysis", "commentary", "final")

@@ -1,0 +1,136 @@
+"""A scripted engine for tests: it answers every prompt with the same harmony completion.
+
+Selected with `gptoss-runtime serve --engine scripted` (a test-only choice, hidden from `--help`). It
+emits `<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant<|channel|>final<|message|>
+{final}<|return|>` one token at a time (optionally paced), so tests see deterministic reasoning and
+answer channels, token counts and stop/length/cancel behaviour without depending on model weights.
+A prompt containing `ENDLESS_TRIGGER` gets an answer that never ends by itself: its final text repeats
+until `max_tokens` (for cancellation tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk
+
+DEFAULT_ANALYSIS: Final = "The user greets me. I will greet back."
+DEFAULT_FINAL: Final = "Hello! How can I help you today?"
+ENDLESS_TRIGGER: Final = "scripted:endless"
+_SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")
+
+
+class _Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def token_id(self, special: str) -> int: ...
+
+
+def script_token_ids(tokenizer: _Tokenizer, analysis: str, final: str) -> list[int]:
+    """The completion's token ids: special tokens by id, text pieces through the tokenizer."""
+    text = (
+        f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant<|channel|>final<|message|>{final}<|return|>"
+    )
+    ids: list[int] = []
+    for piece in _SPECIAL.split(text):
+        if not piece:
+            continue
+        ids.extend([tokenizer.token_id(piece)] if _SPECIAL.fullmatch(piece) else tokenizer.encode(piece))
+    return ids
+
+
+class ScriptedEngine:
+    """Implements `gptoss_runtime.engine.base.Engine`."""
+
+    def __init__(
+        self,
+        script: Sequence[int],
+        *,
+        token_delay_s: float = 0.0,
+        max_batch_size: int = 8,
+        endless: tuple[_Tokenizer, Sequence[int], Sequence[int]] | None = None,
+    ) -> None:
+        self._script = list(script)
+        # (tokenizer, the completion's opening up to the answer text, the answer text repeated forever)
+        self._endless = endless
+        self._token_delay_s = token_delay_s
+        self._slots = asyncio.Semaphore(max_batch_size)
+        self._max_batch_size = max_batch_size
+        self._running = 0
+        self._waiting = 0
+        self._generated = 0
+        self._prompt = 0
+        self.cancelled_request_ids: list[str] = []
+
+    @classmethod
+    def from_options(cls, tokenizer: _Tokenizer, options: Mapping[str, Any]) -> ScriptedEngine:
+        analysis = str(options.get("scripted_analysis", DEFAULT_ANALYSIS))
+        final = str(options.get("scripted_final", DEFAULT_FINAL))
+        opening = script_token_ids(tokenizer, analysis, "")[:-1]  # up to the answer text
+        return cls(
+            script_token_ids(tokenizer, analysis, final),
+            token_delay_s=float(options.get("scripted_token_delay_s", 0.0)),
+            max_batch_size=int(options.get("max_batch_size", 8)),
+            endless=(tokenizer, opening, tokenizer.encode(f" {final}")),
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        self._waiting += 1
+        admitted = False
+        try:
+            await self._slots.acquire()
+            admitted = True
+            self._waiting -= 1
+            self._running += 1
+            self._prompt += len(request.prompt_token_ids)
+            async for chunk in self._emit(request):
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled_request_ids.append(request.request_id)
+            raise
+        finally:
+            if admitted:
+                self._running -= 1
+                self._slots.release()
+            else:
+                self._waiting -= 1
+
+    def _completion(self, request: GenerationRequest) -> Iterator[int]:
+        if self._endless is not None:
+            tokenizer, opening, repeated = self._endless
+            if ENDLESS_TRIGGER in tokenizer.decode(list(request.prompt_token_ids)):
+                yield from opening
+                while True:
+                    yield from repeated
+        yield from self._script
+
+    async def _emit(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        stop_ids = set(request.sampling.stop_token_ids)
+        for produced, token in enumerate(self._completion(request)):
+            if produced >= request.sampling.max_tokens:
+                yield TokenChunk([], finish_reason="length")
+                return
+            await asyncio.sleep(self._token_delay_s)
+            self._generated += 1
+            if token in stop_ids:
+                yield TokenChunk([token], finish_reason="stop")
+                return
+            yield TokenChunk([token])
+        yield TokenChunk([], finish_reason="stop")
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            requests_running=self._running,
+            requests_waiting=self._waiting,
+            kv_cache_utilization=self._running / self._max_batch_size,
+            generated_tokens_total=self._generated,
+            prompt_tokens_total=self._prompt,
+        )
+
+    async def close(self) -> None:
+        return

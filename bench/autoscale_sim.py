@@ -9,9 +9,10 @@ tokens. Three policies see the very same requests:
   TTFT histogram windows), then caps the result with the real `capacity.replicas_that_fit` over a GPU pool.
 - `static`: a fleet at maxReplicas all day.
 - `hpa-queue-ratio`: the HorizontalPodAutoscaler of Triton's published autoscaling tutorial, on
-  `triton:queue_compute:ratio = rate(nv_inference_queue_duration_us[1m]) / rate(nv_inference_compute_infer_duration_us[1m])`
-  with target averageValue 1, HPA defaults otherwise (15 s sync, 10% tolerance, scale-up 0 s stabilization
-  and max(4 pods, 100%) per 15 s, scale-down 300 s stabilization, unready pods count as 0 when scaling up).
+  `triton:queue_compute:ratio`, i.e. rate(nv_inference_queue_duration_us[1m]) over
+  rate(nv_inference_compute_infer_duration_us[1m]), with target averageValue 1 and HPA defaults otherwise
+  (15 s sync, 10% tolerance, scale-up 0 s stabilization and max(4 pods, 100%) per 15 s, scale-down 300 s
+  stabilization, unready pods count as 0 when scaling up). It sees its metric without Prometheus' scrape lag.
 
 The model of a replica (the same for every policy):
 - Throughput at full batch from NVIDIA's TensorRT-LLM H100 figures at ISL/OSL 1k/1k: gpt-oss-20b 11,403 output
@@ -119,7 +120,8 @@ def make_trace(profile: ModelProfile, hours: float, seed: int) -> Trace:
     per_slot_tokens_per_second = profile.replica_tokens_per_second / profile.concurrency_limit
     service_ticks = np.maximum(1, np.ceil(output_tokens / per_slot_tokens_per_second)).astype(np.int64)
     cumulative = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Trace(ticks, cumulative, arrival_time, service_ticks, prompt_tokens + output_tokens, rate)
+    context_tokens = (prompt_tokens + output_tokens).astype(np.float64)
+    return Trace(ticks, cumulative, arrival_time, service_ticks, context_tokens, rate)
 
 
 # ------------------------------------------------------------------------------------------------ fleet
@@ -137,7 +139,7 @@ class Replica:
 @dataclass
 class Fleet:
     profile: ModelProfile
-    nodes: int
+    node_gpus: tuple[int, ...]  # allocatable GPUs per node of the pool
     replicas: list[Replica] = field(default_factory=list)
     serial: int = 0
     scale_events: int = 0
@@ -148,27 +150,30 @@ class Fleet:
         return sum(self.profile.gpus_per_replica for r in self.replicas if r.node == node)
 
     def scale_to(self, desired: int, now: float) -> None:
-        if desired == len(self.replicas):
+        before = len(self.replicas)
+        if desired == before:
             return
         self._ready_cache = (math.nan, 0)
-        self.scale_events += 1
         while len(self.replicas) < desired:
             node = next(
-                (n for n in range(self.nodes) if GPUS_PER_NODE - self.node_used(n) >= self.profile.gpus_per_replica),
+                (
+                    n
+                    for n, gpus in enumerate(self.node_gpus)
+                    if gpus - self.node_used(n) >= self.profile.gpus_per_replica
+                ),
                 None,
             )
             if node is None:
                 break  # unschedulable: in a cluster the pod would stay Pending (the HPA does not know)
             self.serial += 1
-            self.replicas.append(
-                Replica(f"pod-{self.serial}", node, now, now + self.profile.cold_start_seconds)
-            )
+            self.replicas.append(Replica(f"pod-{self.serial}", node, now, now + self.profile.cold_start_seconds))
         while len(self.replicas) > desired:
             # The ReplicaSet removes not-ready pods first, then the newest.
             victim = max(self.replicas, key=lambda r: (not r.ready(now), r.created))
             if victim.ready(now):
                 self.drain_gpu_seconds += DRAIN_SECONDS * self.profile.gpus_per_replica
             self.replicas.remove(victim)
+        self.scale_events += int(len(self.replicas) != before)
 
     def ready_count(self, now: float) -> int:
         if self._ready_cache[0] != now:
@@ -207,7 +212,7 @@ class OperatorController:
 
     profile: ModelProfile
     min_replicas: int
-    gpu_pool_nodes: int
+    node_gpus: tuple[int, ...]
     config: policy.PolicyConfig = field(init=False)
     history: policy.DecisionHistory = field(default_factory=policy.DecisionHistory)
     capped: int = 0
@@ -267,17 +272,20 @@ class OperatorController:
                 "metadata": {"name": f"gpu-{n}", "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
                 "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
                 "status": {
-                    "allocatable": {"nvidia.com/gpu": str(GPUS_PER_NODE)},
+                    "allocatable": {"nvidia.com/gpu": str(gpus)},
                     "conditions": [{"type": "Ready", "status": "True"}],
                 },
             }
-            for n in range(self.gpu_pool_nodes)
+            for n, gpus in enumerate(self.node_gpus)
         ]
         gpus = str(self.profile.gpus_per_replica)
         pods = [
             {
                 "metadata": {"name": r.name, "labels": {"app": "sim"}},
-                "spec": {"nodeName": f"gpu-{r.node}", "containers": [{"resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+                "spec": {
+                    "nodeName": f"gpu-{r.node}",
+                    "containers": [{"resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+                },
                 "status": {"phase": "Running"},
             }
             for r in fleet.replicas
@@ -347,6 +355,9 @@ class Result:
     peak_replicas: int
     scale_events: int
     capacity_limited_decisions: int
+    ttft: FloatArray = field(
+        repr=False, compare=False, default_factory=lambda: np.zeros(0)
+    )  # per request, NaN: unserved
 
     def summary(self) -> dict[str, float]:
         return {"gpu_hours": round(self.gpu_hours, 3), "slo_miss_fraction": round(self.slo_miss_fraction, 5)}
@@ -359,9 +370,9 @@ def simulate(
     interval: int,
     slo_seconds: float,
     initial_replicas: int,
+    node_gpus: tuple[int, ...],
 ) -> Result:
-    nodes = math.ceil(profile.max_replicas * profile.gpus_per_replica / GPUS_PER_NODE)
-    fleet = Fleet(profile, nodes)
+    fleet = Fleet(profile, node_gpus)
     fleet.scale_to(initial_replicas, -profile.cold_start_seconds)  # warm at the start of the trace
     fleet.scale_events = 0
     total = len(trace.arrival_time)
@@ -424,32 +435,31 @@ def simulate(
         peak_replicas=peak,
         scale_events=fleet.scale_events,
         capacity_limited_decisions=int(capped),
+        ttft=ttft,
     )
 
 
-def run_all(model: str, hours: float, seed: int, slo_seconds: float, min_replicas: int = 1) -> dict[str, Result]:
+def gpu_pool_nodes(gpus: int) -> tuple[int, ...]:
+    """A pool of `gpus` GPUs on nodes of GPUS_PER_NODE (the last one may hold fewer)."""
+    full, rest = divmod(gpus, GPUS_PER_NODE)
+    return (GPUS_PER_NODE,) * full + ((rest,) if rest else ())
+
+
+def run_all(
+    model: str, hours: float, seed: int, slo_seconds: float, min_replicas: int = 1, gpu_pool: int | None = None
+) -> dict[str, Result]:
+    """All three policies over the same trace and GPU pool (default: enough GPUs for maxReplicas)."""
     profile = PROFILES[model]
     trace = make_trace(profile, hours, seed)
-    nodes = math.ceil(profile.max_replicas * profile.gpus_per_replica / GPUS_PER_NODE)
-    start = max(min_replicas, math.ceil(trace.rate[0] * 1000 / profile.replica_tokens_per_second / 0.6))
+    nodes = gpu_pool_nodes(gpu_pool if gpu_pool is not None else profile.max_replicas * profile.gpus_per_replica)
+    needed_at_start = math.ceil(trace.rate[0] * 1000 / profile.replica_tokens_per_second / 0.6)
+    start = min(max(min_replicas, needed_at_start), profile.max_replicas)
+    operator = OperatorController(profile, min_replicas, nodes)
+    hpa = HpaQueueRatioController(profile, min_replicas)
     return {
-        "operator": simulate(
-            trace,
-            profile,
-            OperatorController(profile, min_replicas, nodes),
-            OPERATOR_INTERVAL_SECONDS,
-            slo_seconds,
-            min(start, profile.max_replicas),
-        ),
-        "static": simulate(trace, profile, static_controller, 3600, slo_seconds, profile.max_replicas),
-        "hpa-queue-ratio": simulate(
-            trace,
-            profile,
-            HpaQueueRatioController(profile, min_replicas),
-            HPA_SYNC_SECONDS,
-            slo_seconds,
-            min(start, profile.max_replicas),
-        ),
+        "operator": simulate(trace, profile, operator, OPERATOR_INTERVAL_SECONDS, slo_seconds, start, nodes),
+        "static": simulate(trace, profile, static_controller, 3600, slo_seconds, profile.max_replicas, nodes),
+        "hpa-queue-ratio": simulate(trace, profile, hpa, HPA_SYNC_SECONDS, slo_seconds, start, nodes),
     }
 
 
@@ -477,14 +487,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="trace seed (default 7)")
     parser.add_argument("--slo-seconds", type=float, default=2.0, help="time-to-first-token SLO (default 2)")
     parser.add_argument("--min-replicas", type=int, default=1, help="autoscalers' minReplicas (default 1)")
+    parser.add_argument(
+        "--gpu-pool", type=int, default=None, help="GPUs in the cluster (default: enough for maxReplicas)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if args.hours <= 0:
         parser.error("--hours must be > 0")
     if args.slo_seconds <= 0:
         parser.error("--slo-seconds must be > 0")
+    if args.gpu_pool is not None and args.gpu_pool < PROFILES[args.model].gpus_per_replica:
+        parser.error(f"--gpu-pool must hold at least one replica ({PROFILES[args.model].gpus_per_replica} GPUs)")
     started = time.perf_counter()
-    results = run_all(args.model, args.hours, args.seed, args.slo_seconds, args.min_replicas)
+    results = run_all(args.model, args.hours, args.seed, args.slo_seconds, args.min_replicas, args.gpu_pool)
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({name: r.summary() for name, r in results.items()}))

@@ -131,7 +131,7 @@ def test_scale_subresource_status_and_printer_columns(admission_ns: Kubectl) -> 
     admission_ns("patch", "gptoss", name, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
 
     scale_path = f"/apis/gptoss.io/v1alpha1/namespaces/{admission_ns.namespace}/gptossdeployments/{name}/scale"
-    scale = json.loads(admission_ns("get", "--raw", scale_path))
+    scale = json.loads(admission_ns.run("get", "--raw", scale_path, namespaced=False).stdout)
     assert scale["spec"]["replicas"] == 3
     assert scale["status"] == {"replicas": 3, "selector": status["selector"]}
 

@@ -48,7 +48,11 @@ export DEBIAN_FRONTEND=noninteractive
 if ! apt-cache show prometheus >/dev/null 2>&1; then
   $SUDO apt-get update -q
 fi
-$SUDO apt-get install -y -q --no-install-recommends prometheus
+# A stale package list can name a version the mirror no longer has: refresh once and retry.
+if ! $SUDO apt-get install -y -q --no-install-recommends prometheus; then
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends prometheus
+fi
 
 # Belt and braces: if a service manager started Prometheus anyway, stop it (the tests need no system
 # instance, and it would hold port 9090).

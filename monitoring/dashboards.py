@@ -3,7 +3,7 @@
 `python monitoring/sync.py` writes them as JSON into charts/gpt-oss-operator/files/dashboards/, from
 where the chart ships them as ConfigMaps for the Grafana sidecar. Queries use the recording rules of
 monitoring/rules/gpt-oss.rules.yaml where one exists; every query is run against a real Prometheus by
-tests/monitoring/test_real_prometheus.py.
+tests/monitoring/test_monitoring_real_prometheus.py.
 
 Dashboard JSON model: Grafana schemaVersion 39 (Grafana 10.3 - 11.x), one datasource variable
 (`datasource`) used by every panel and query variable.

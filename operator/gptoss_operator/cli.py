@@ -13,14 +13,16 @@ status 2 and one line per problem naming the field, e.g. `spec.gpu.count: ...`; 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gptoss_operator import names
 from gptoss_operator.api import GptOssDeployment
@@ -39,10 +41,18 @@ class InputError(Exception):
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load_deployments(path: str, stdin: TextIO | None = None) -> list[GptOssDeployment]:
-    """Every GptOssDeployment in a YAML file (`-` reads stdin); other kinds are skipped with a note."""
+@dataclass(frozen=True)
+class LoadedDeployment:
+    """A validated custom resource and where it came from (for messages)."""
+
+    where: str
+    cr: GptOssDeployment
+
+
+def load_deployments(path: str, stdin: TextIO | None = None) -> list[LoadedDeployment]:
+    """Every GptOssDeployment in a YAML file (`-` reads stdin); other kinds are skipped."""
     documents = _read_documents(path, stdin)
-    deployments: list[GptOssDeployment] = []
+    deployments: list[LoadedDeployment] = []
     skipped: list[str] = []
     for index, document in enumerate(documents):
         where = path if len(documents) == 1 else f"{path} (document {index + 1})"
@@ -52,7 +62,7 @@ def load_deployments(path: str, stdin: TextIO | None = None) -> list[GptOssDeplo
         if kind != names.KIND:
             skipped.append(f"{where}: kind {kind!r}")
             continue
-        deployments.append(parse_deployment(document, where))
+        deployments.append(LoadedDeployment(where, parse_deployment(document, where)))
     if not deployments:
         found = "; ".join(skipped) or "no objects"
         raise InputError(f"{path}: kind: expected {names.KIND} (apiVersion {names.API_VERSION}); found {found}")
@@ -96,9 +106,51 @@ def parse_deployment(document: dict[str, Any], where: str = "input") -> GptOssDe
         raise InputError("\n".join(f"{where}: {line}" for line in validation_messages(error))) from None
 
 
-def validation_messages(error: ValidationError) -> list[str]:
-    """pydantic errors as `dotted.camelCase.path: message` lines (list indexes as [n])."""
-    return [f"{field_path(item['loc'])}: {item['msg']}" for item in error.errors(include_url=False)]
+def validation_messages(error: ValidationError, root: type[BaseModel] = GptOssDeployment) -> list[str]:
+    """pydantic errors as `dotted.camelCase.path: message` lines (list indexes as [n]); an unknown field
+    gets the closest known name as the fix."""
+    lines = []
+    for item in error.errors(include_url=False):
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = _unknown_field_message(root, item["loc"])
+        lines.append(f"{field_path(item['loc'])}: {message}")
+    return lines
+
+
+def _unknown_field_message(root: type[BaseModel], location: Sequence[int | str]) -> str:
+    known = _field_names_at(root, location[:-1])
+    if not known:
+        return "unknown field; remove it"
+    close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field; did you mean {close[0]}?"
+    return f"unknown field; known fields here: {', '.join(sorted(known))}"
+
+
+def _field_names_at(model: type[BaseModel], location: Sequence[int | str]) -> list[str]:
+    """The camelCase field names of the model found at `location` under `model` (empty if unknown)."""
+    current: type[BaseModel] | None = model
+    for part in location:
+        if current is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in current.model_fields.items() if (f.alias or name) == part), None)
+        current = _model_in(field.annotation) if field is not None else None
+    if current is None:
+        return []
+    return [field.alias or name for name, field in current.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def field_path(location: Sequence[int | str]) -> str:
@@ -111,11 +163,11 @@ def field_path(location: Sequence[int | str]) -> str:
     return path or "(root)"
 
 
-def plan_for(cr: GptOssDeployment, settings: OperatorSettings) -> ServingPlan:
+def plan_for(loaded: LoadedDeployment, settings: OperatorSettings) -> ServingPlan:
     try:
-        return plan(cr.spec, settings)
+        return plan(loaded.cr.spec, settings)
     except PlanError as error:
-        raise InputError(f"{cr.name}: spec.{error}") from None
+        raise InputError(f"{loaded.where}: spec.{error}") from None
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -134,12 +186,12 @@ def _cmd_crd(_args: argparse.Namespace, io: _Io) -> int:
 
 def _cmd_plan(args: argparse.Namespace, io: _Io) -> int:
     settings = OperatorSettings()
-    for cr in load_deployments(args.file):
-        serving_plan = plan_for(cr, settings)
+    for loaded in load_deployments(args.file):
+        serving_plan = plan_for(loaded, settings)
         if args.output == "json":
             io.out.write(serving_plan.to_json())
         else:
-            io.out.write(f"# {cr.namespace}/{cr.name}\n{explain(serving_plan)}")
+            io.out.write(f"# {loaded.cr.namespace}/{loaded.cr.name}\n{explain(serving_plan)}")
     return 0
 
 
@@ -147,8 +199,8 @@ def _cmd_render(args: argparse.Namespace, io: _Io) -> int:
     settings = OperatorSettings()
     features = ClusterFeatures(pod_monitor=args.pod_monitor, keda=args.keda)
     children: list[dict[str, Any]] = []
-    for cr in load_deployments(args.file):
-        children += build_children(cr, plan_for(cr, settings), settings, features)
+    for loaded in load_deployments(args.file):
+        children += build_children(loaded.cr, plan_for(loaded, settings), settings, features)
     io.out.write(dump_yaml_documents(children))
     return 0
 
@@ -205,11 +257,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         return _COMMANDS[args.command](args, io)
     except InputError as error:
-        io.err.write(f"error: {error}\n")
+        io.err.write("".join(f"error: {line}\n" for line in str(error).splitlines()))
         return EXIT_BAD_INPUT
     except ValidationError as error:  # operator settings from the environment
-        lines = "\n".join(f"error: settings: {line}" for line in validation_messages(error))
-        io.err.write(f"{lines}\n")
+        lines = validation_messages(error, root=OperatorSettings)
+        io.err.write("".join(f"error: settings: {line}\n" for line in lines))
         return EXIT_BAD_INPUT
 
 

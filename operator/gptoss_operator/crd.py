@@ -57,7 +57,7 @@ CEL_NAME_IS_DNS_LABEL: Final[dict[str, str]] = {
     ),
 }
 
-# Keys of a JSON Schema node that hold one sub-schema, or a map of them.
+# JSON Schema keywords without a structural form: a model that needs one fails generation loudly.
 _UNSUPPORTED_KEYWORDS: Final = ("oneOf", "allOf", "not", "prefixItems", "if", "then", "else", "patternProperties")
 _FORMATS_KUBERNETES_KNOWS: Final = frozenset(
     {"int32", "int64", "float", "double", "byte", "date", "date-time", "duration", "uri", "email", "uuid"}

@@ -265,6 +265,14 @@ class SyncResult:
 
 
 # ---------------------------------------------------------------------------------------- client
+def without_client_retries(configuration: Any) -> Any:
+    """Retry only failed connects in the client; Kopf's backoff handles 409/429/5xx without blocking a thread."""
+    configuration.retries = urllib3.util.Retry(
+        total=2, connect=2, read=0, redirect=0, status=0, other=0, respect_retry_after_header=False
+    )
+    return configuration
+
+
 RequestHook = Callable[[str, int | str], None]
 
 
@@ -293,11 +301,12 @@ class Kube:
         """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
         from kubernetes import client, config
 
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient(), **kwargs)
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient(without_client_retries(configuration)), **kwargs)
 
     # ------------------------------------------------------------------------------ transport
     def request(

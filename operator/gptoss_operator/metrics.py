@@ -12,6 +12,7 @@ model matters, `model`. The recording rules in monitoring/rules/gpt-oss.rules.ya
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,10 +36,15 @@ PHASES: Final = (
     names.PHASE_FAILED,
 )
 
+# The values of `gptoss_operator.autoscaling.policy.Direction`.
 DIRECTION_UP: Final = "up"
 DIRECTION_DOWN: Final = "down"
-DIRECTION_HOLD: Final = "hold"  # a decision that keeps the replica count (e.g. capped by capacity)
-AUTOSCALER_DIRECTIONS: Final = (DIRECTION_UP, DIRECTION_DOWN, DIRECTION_HOLD)
+DIRECTION_NONE: Final = "none"  # decided to keep the replica count
+DIRECTION_HOLD: Final = "hold"  # declined to decide (missing signals, replicas starting)
+AUTOSCALER_DIRECTIONS: Final = (DIRECTION_UP, DIRECTION_DOWN, DIRECTION_NONE, DIRECTION_HOLD)
+# A decision's reason becomes a label value: a short fixed token, never a sentence with numbers (that
+# would create a new series per decision). Numbers belong in status.autoscaling and Events.
+REASON_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 # Reconciles take from milliseconds (nothing to change) to tens of seconds (slow API server, many children).
 RECONCILE_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -75,6 +81,7 @@ class DeploymentState:
     gpus: int
     capacity_limited: bool
     weights_ready: bool
+    time_to_first_token_target_seconds: float | None = None  # spec.autoscaling.targets, when set
 
     def validate(self) -> None:
         _require_non_empty("namespace", self.namespace)
@@ -84,6 +91,9 @@ class DeploymentState:
         _require_non_negative("desired_replicas", self.desired_replicas)
         _require_non_negative("ready_replicas", self.ready_replicas)
         _require_non_negative("gpus", self.gpus)
+        target = self.time_to_first_token_target_seconds
+        if target is not None and not target > 0:
+            raise ValueError(f"time_to_first_token_target_seconds={target} must be > 0 (or None when unset)")
 
 
 class OperatorMetrics:
@@ -146,9 +156,15 @@ class OperatorMetrics:
             DEPLOYMENT_LABELS,
             registry=reg,
         )
+        self.ttft_target = Gauge(
+            names.METRIC_TTFT_TARGET,
+            "The deployment's time-to-first-token target in seconds (only when its spec sets one).",
+            DEPLOYMENT_LABELS,
+            registry=reg,
+        )
         self.autoscaler_decisions = Counter(
             names.METRIC_AUTOSCALER_DECISIONS,
-            "Decisions of the operator's autoscaler by direction (up, down, hold) and reason.",
+            "Decisions of the operator's autoscaler by direction (up, down, none, hold) and reason.",
             ["namespace", "name", "direction", "reason"],
             registry=reg,
         )
@@ -180,6 +196,8 @@ class OperatorMetrics:
             previous = self._states.get(key)
             if previous is not None and previous.model != state.model:
                 self._remove_gauges(previous)
+            elif previous is not None and state.time_to_first_token_target_seconds is None:
+                self._remove_target(previous)
             self._states[key] = state
             self._refresh_phase_counts()
         labels = {"namespace": state.namespace, "name": state.name, "model": state.model}
@@ -188,6 +206,8 @@ class OperatorMetrics:
         self.gpus.labels(**labels).set(state.gpus)
         self.capacity_limited.labels(**labels).set(1 if state.capacity_limited else 0)
         self.weights_ready.labels(**labels).set(1 if state.weights_ready else 0)
+        if state.time_to_first_token_target_seconds is not None:
+            self.ttft_target.labels(**labels).set(state.time_to_first_token_target_seconds)
 
     def forget_deployment(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted deployment (unknown deployments are ignored)."""
@@ -206,7 +226,11 @@ class OperatorMetrics:
         _require_non_empty("namespace", namespace)
         _require_non_empty("name", name)
         _require_one_of("direction", direction, AUTOSCALER_DIRECTIONS)
-        _require_non_empty("reason", reason)
+        if not REASON_PATTERN.match(reason):
+            raise ValueError(
+                f"reason={reason!r} is not a label token; use a short snake_case word such as "
+                "'requests_waiting' or 'capacity_limited' (numbers and sentences belong in status and Events)"
+            )
         with self._lock:
             self._decision_labels.setdefault((namespace, name), set()).add((direction, reason))
         self.autoscaler_decisions.labels(namespace=namespace, name=name, direction=direction, reason=reason).inc()
@@ -214,6 +238,11 @@ class OperatorMetrics:
     def _remove_gauges(self, state: DeploymentState) -> None:
         for gauge in self._per_deployment_gauges:
             gauge.remove(state.namespace, state.name, state.model)
+        self._remove_target(state)
+
+    def _remove_target(self, state: DeploymentState) -> None:
+        if state.time_to_first_token_target_seconds is not None:
+            self.ttft_target.remove(state.namespace, state.name, state.model)
 
     def _refresh_phase_counts(self) -> None:
         counts = dict.fromkeys(PHASES, 0)
@@ -249,8 +278,13 @@ def set_deployment_state(
     gpus: int,
     capacity_limited: bool,
     weights_ready: bool,
+    time_to_first_token_target_seconds: float | None = None,
 ) -> None:
-    """Export what the operator last observed about one deployment (call after each reconcile)."""
+    """Export what the operator last observed about one deployment (call after each reconcile).
+
+    `time_to_first_token_target_seconds`: spec.autoscaling.targets.timeToFirstTokenSeconds when set; the
+    alert GptOssTimeToFirstTokenHigh uses it instead of its 2 s default.
+    """
     METRICS.set_deployment_state(
         DeploymentState(
             namespace=namespace,
@@ -262,6 +296,7 @@ def set_deployment_state(
             gpus=gpus,
             capacity_limited=capacity_limited,
             weights_ready=weights_ready,
+            time_to_first_token_target_seconds=time_to_first_token_target_seconds,
         )
     )
 
@@ -272,7 +307,7 @@ def forget_deployment(namespace: str, name: str) -> None:
 
 
 def observe_autoscaler_decision(*, namespace: str, name: str, direction: str, reason: str) -> None:
-    """Count one decision of the operator's autoscaler (direction: up, down or hold)."""
+    """Count one decision of the autoscaler (direction: up, down, none or hold; reason: a snake_case token)."""
     METRICS.observe_autoscaler_decision(namespace=namespace, name=name, direction=direction, reason=reason)
 
 

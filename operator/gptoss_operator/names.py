@@ -78,3 +78,6 @@ METRIC_GPUS: Final = "gptoss_operator_gpus"  # GPUs requested by ready+starting 
 METRIC_AUTOSCALER_DECISIONS: Final = "gptoss_operator_autoscaler_decisions_total"  # direction, reason
 METRIC_CAPACITY_LIMITED: Final = "gptoss_operator_capacity_limited"  # 1 while capped, labels ns, name
 METRIC_WEIGHTS_READY: Final = "gptoss_operator_weights_ready"  # 1 when weights are in the cache
+# The deployment's time-to-first-token target (spec.autoscaling.targets), when it sets one; the alert
+# GptOssTimeToFirstTokenHigh compares the p90 with it (default 2 s).
+METRIC_TTFT_TARGET: Final = "gptoss_operator_time_to_first_token_target_seconds"

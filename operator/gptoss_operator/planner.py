@@ -19,6 +19,17 @@ sliding-window layer. A plan fits when `maxBatchSize` sequences of `maxSeqLen` t
 at once: every admitted request can reach its full length without being evicted. When `maxBatchSize`
 is left out, the planner picks the largest batch that fits (up to the default); an explicit context and
 batch that cannot fit are rejected with the fixes that would make them fit.
+
+GPUs per replica: gpt-oss-20b always 1; gpt-oss-120b 1 on a GPU of at least 90 GiB (H100 NVL, H200),
+else 2 with TP2/EP2 (NVIDIA's Hopper recipe), unless gpu.count says otherwise.
+
+Defaults (maxSeqLen / maxBatchSize / maxNumTokens / KV fraction):
+    gpt-oss-20b                         32768 / 64 / 16384 / 0.90
+    gpt-oss-120b, 2 GPUs (the recipe)   32768 / 64 / 20000 / 0.85, CUDA graphs up to 64, TRTLLM_ENABLE_PDL=1
+    gpt-oss-120b, 1 GPU >= 90 GiB       32768 / 64 / 16384 / 0.90
+    gpt-oss-120b, 1 GPU of 80 GB        16384 / 16 /  8192 / 0.90   (tight: ~11 GiB of KV cache)
+An auto-sized batch above 8 is rounded down to a multiple of 8 (it then matches a CUDA graph size).
+Chunked prefill is on whenever maxNumTokens < maxSeqLen, so a long prompt is prefilled over several steps.
 """
 
 from __future__ import annotations

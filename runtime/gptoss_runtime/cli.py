@@ -75,6 +75,7 @@ def _add_fetch(fetch: argparse.ArgumentParser) -> None:
     fetch.add_argument("--token-file", type=Path, default=None, help="file holding a Hugging Face token")
     fetch.add_argument("--retries", type=int, default=5, help="attempts before giving up")
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
+    fetch.add_argument("--retry-backoff", type=float, default=2.0, help="first wait between attempts, doubling")
 
 
 def _engine_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -143,6 +144,7 @@ def _fetch(args: argparse.Namespace) -> int:
         token_file=args.token_file,
         retries=args.retries,
         timeout_s=args.timeout,
+        backoff_s=args.retry_backoff,
     )
     try:
         fetch(options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gptoss_runtime import contract
@@ -18,6 +19,8 @@ MODEL = "gpt-oss-20b"
 TRITON_MODEL = contract.TRITON_MODEL_NAME
 GPUS = ("GPU-3f1c2a9e-0000-0000-0000-000000000001",)
 GPU_MEMORY_BYTES = 85_520_809_984  # an H100 80GB HBM3
+
+Family = Callable[[str, str, str, list[tuple[str, float]]], None]
 
 
 class RuntimeSimulation:
@@ -54,7 +57,7 @@ class RuntimeSimulation:
         self.ttft_counts[index] += 1
         self.ttft_sum += seconds
 
-    def exposition(self) -> str:
+    def exposition(self, gpu_only: bool = False) -> str:
         lines: list[str] = []
         m = f'model="{MODEL}"'
         t = f'model="{TRITON_MODEL}",version="1"'
@@ -65,6 +68,9 @@ class RuntimeSimulation:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples)
 
+        if gpu_only:
+            self._gpu_families(family, wave)
+            return "\n".join(lines) + "\n"
         family(contract.METRIC_REQUESTS_RUNNING, "gauge", "Sequences being generated now.", [(m, 3 + self.step % 4)])
         family(contract.METRIC_REQUESTS_WAITING, "gauge", "Requests admitted, not scheduled.", [(m, self.step % 3)])
         family(contract.METRIC_KV_CACHE_UTILIZATION, "gauge", "KV cache in use (0..1).", [(m, round(wave, 4))])
@@ -100,19 +106,26 @@ class RuntimeSimulation:
         family("nv_inference_request_duration_us", "counter", "Request time (us).", [(t, self.request_us)])
         family("nv_inference_queue_duration_us", "counter", "Queue time (us).", [(t, self.queue_us)])
         family("nv_inference_compute_infer_duration_us", "counter", "Compute time (us).", [(t, self.compute_us)])
+        self._gpu_families(family, wave)
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _gpu_families(family: Family, wave: float) -> None:
         gpu_labels = [f'gpu_uuid="{uuid}"' for uuid in GPUS]
         family("nv_gpu_utilization", "gauge", "GPU utilization (0..1).", [(g, round(wave, 3)) for g in gpu_labels])
         family("nv_gpu_memory_total_bytes", "gauge", "GPU memory.", [(g, GPU_MEMORY_BYTES) for g in gpu_labels])
         family(
             "nv_gpu_memory_used_bytes", "gauge", "GPU memory used.", [(g, GPU_MEMORY_BYTES * 0.9) for g in gpu_labels]
         )
-        return "\n".join(lines) + "\n"
 
 
 class FakeRuntimeTarget:
-    """Serves a `RuntimeSimulation` on 127.0.0.1:<free port>/metrics until `close()`."""
+    """Serves a `RuntimeSimulation` on 127.0.0.1:<free port>/metrics until `close()`.
 
-    def __init__(self) -> None:
+    With `gpu_only`, only the GPU series (what a GPU pod's Triton adds and a CPU-only Triton lacks).
+    """
+
+    def __init__(self, gpu_only: bool = False) -> None:
         self.simulation = RuntimeSimulation()
         simulation = self.simulation
 
@@ -123,7 +136,7 @@ class FakeRuntimeTarget:
                     return
                 with simulation.lock:
                     simulation.advance()
-                    body = simulation.exposition().encode()
+                    body = simulation.exposition(gpu_only).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))

@@ -192,8 +192,8 @@ class Dashboard(Strict):
                 if name not in defined and name not in BUILTIN_VARIABLES:
                     raise ValueError(f"{text!r} uses ${name}, which is neither defined nor built in")
         for ref in self._datasource_refs():
-            match = VARIABLE_REFERENCE.fullmatch(ref.uid)
-            if match and (match.group(1) or match.group(2)) not in datasource_variables:
+            reference = VARIABLE_REFERENCE.fullmatch(ref.uid)
+            if reference and (reference.group(1) or reference.group(2)) not in datasource_variables:
                 raise ValueError(f"datasource uid {ref.uid!r} names no datasource variable")
         return self
 

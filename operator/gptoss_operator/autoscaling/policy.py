@@ -47,6 +47,12 @@ _SIGNAL_WORDS = {
     SIGNAL_KV_CACHE: "KV cache utilization",
     SIGNAL_TTFT: "time to first token (s)",
 }
+_SIGNAL_CODES = {
+    SIGNAL_WAITING: "requests_waiting",
+    SIGNAL_RUNNING: "requests_running",
+    SIGNAL_KV_CACHE: "kv_cache_utilization",
+    SIGNAL_TTFT: "time_to_first_token",
+}
 _SIGNAL_METRIC = {
     SIGNAL_WAITING: METRIC_REQUESTS_WAITING,
     SIGNAL_RUNNING: METRIC_REQUESTS_RUNNING,
@@ -100,7 +106,7 @@ class Behavior:
 
 # Without a requestsRunningPerReplica target, the adapter sets one from the replica's batch limit: the
 # share of the concurrency limit the fleet is kept at, leaving headroom for a burst during a cold start.
-RUNNING_TARGET_FRACTION = 0.75
+RUNNING_TARGET_FRACTION = 0.7
 
 
 def default_running_target(max_batch_size: int) -> float:
@@ -238,6 +244,7 @@ class Decision:
     signals: Mapping[str, float] = field(default_factory=dict)  # observed values, by signal name
     recommendations: Mapping[str, int] = field(default_factory=dict)  # per signal
     limited_by: tuple[str, ...] = ()  # stabilization, step, minReplicas, maxReplicas, startup
+    code: str = ""  # a short token for metric labels: the driving signal or why it held
 
     def status_entry(self, time_rfc3339: str) -> dict[str, Any]:
         """One entry of `status.autoscaling.decisions`."""
@@ -269,6 +276,7 @@ def decide(
             Direction.UP,
             f"scale up {current_replicas} -> {config.min_replicas}: below minReplicas {config.min_replicas}",
             limited_by=("minReplicas",),
+            code="min_replicas",
         )
     if current_replicas > config.max_replicas:
         return Decision(
@@ -277,15 +285,18 @@ def decide(
             Direction.DOWN,
             f"scale down {current_replicas} -> {config.max_replicas}: above maxReplicas {config.max_replicas}",
             limited_by=("maxReplicas",),
+            code="max_replicas",
         )
     if current_replicas == 0:
-        return _hold(0, "stay at 0: minReplicas is 0 and scaled-to-zero replicas report no signals")
+        return _hold(0, "stay at 0: minReplicas is 0 and scaled-to-zero replicas report no signals", "scaled_to_zero")
     ready = [s for s in signals if s.ready]
     missing = _missing_metrics(ready, config.targets)
     if missing:
-        return _hold(current_replicas, f"hold at {current_replicas}: {missing}; no decision on missing data")
+        reason = f"hold at {current_replicas}: {missing}; no decision on missing data"
+        return _hold(current_replicas, reason, "missing_metrics")
     if not ready:
-        return _hold(current_replicas, f"hold at {current_replicas}: no replica is ready to report signals yet")
+        reason = f"hold at {current_replicas}: no replica is ready to report signals yet"
+        return _hold(current_replicas, reason, "no_ready_replicas")
 
     observed, per_signal = _recommend(current_replicas, ready, config)
     raw = max(per_signal.values(), default=current_replicas)
@@ -295,7 +306,10 @@ def decide(
         return _scale_up(now, base, stabilized, history, config)
     if stabilized < current_replicas:
         return _scale_down(now, base, stabilized, signals, history, config)
-    return replace(base, reason=_steady_reason(base, raw, config))
+    code = "within_tolerance" if raw == current_replicas else "stabilization"
+    if not per_signal:
+        code = "insufficient_data"
+    return replace(base, reason=_steady_reason(base, raw, config), code=code)
 
 
 def _scale_up(now: float, base: Decision, stabilized: int, history: DecisionHistory, config: PolicyConfig) -> Decision:
@@ -310,7 +324,8 @@ def _scale_up(now: float, base: Decision, stabilized: int, history: DecisionHist
     direction = Direction.UP if desired > base.current else Direction.NONE
     verb = "scale up" if direction is Direction.UP else "stay"
     reason = f"{verb} {base.current} -> {desired}: {_driver_words(base, config)}{_limit_words(limited, base, config)}"
-    return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited))
+    code = _driver(base)
+    return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited), code=code)
 
 
 def _scale_down(
@@ -324,7 +339,7 @@ def _scale_down(
     starting = _starting_words(now, base.current, signals, config.startup_grace_seconds)
     if starting:
         reason = f"hold at {base.current}: scale-down to {stabilized} deferred while replicas start ({starting})"
-        return replace(base, direction=Direction.HOLD, reason=reason, limited_by=("startup",))
+        return replace(base, direction=Direction.HOLD, reason=reason, limited_by=("startup",), code="replicas_starting")
     limited: list[str] = ["stabilization"] if stabilized > (base.recommendation or 0) else []
     limit = _down_limit(now, base.current, history, config.scale_down)
     desired = stabilized
@@ -336,11 +351,20 @@ def _scale_down(
     direction = Direction.DOWN if desired < base.current else Direction.NONE
     verb = "scale down" if direction is Direction.DOWN else "stay"
     reason = f"{verb} {base.current} -> {desired}: {_driver_words(base, config)}{_limit_words(limited, base, config)}"
-    return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited))
+    code = _driver(base)
+    return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited), code=code)
 
 
-def _hold(current: int, reason: str) -> Decision:
-    return Decision(current, current, Direction.HOLD, reason)
+def _hold(current: int, reason: str, code: str) -> Decision:
+    return Decision(current, current, Direction.HOLD, reason, code=code)
+
+
+def _driver(decision: Decision) -> str:
+    """The metric-label token of the signal that asked for the most replicas."""
+    if not decision.recommendations:
+        return "insufficient_data"
+    name = max(decision.recommendations, key=lambda n: decision.recommendations[n])
+    return _SIGNAL_CODES[name]
 
 
 def _missing_metrics(ready: Sequence[ReplicaSignals], targets: Targets) -> str:

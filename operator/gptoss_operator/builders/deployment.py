@@ -17,6 +17,9 @@ Choices, and why:
   regions there, and with more than one GPU NCCL and the MPI workers need far more than the runtime's
   64 MiB default (16 GiB per GPU). It counts against the pod's memory, so the memory defaults cover it.
 - The root filesystem is read-only; /tmp (the Triton model repository, HOME, caches) is an emptyDir.
+- When the operator downloads the weights, an init container waits for the download's completion marker,
+  so a new pod shows `Init:0/1` while the Job runs instead of crash-looping (and then starting minutes
+  late because of the crash-loop back-off).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ STARTUP_FAILURE_THRESHOLD: Final = 180
 # Per replica CPU and memory when the spec does not say (host memory covers weight loading and /dev/shm).
 DEFAULT_CPU_PER_GPU: Final = 4
 DEFAULT_MEMORY: Final = {"gpt-oss-20b": "48Gi", "gpt-oss-120b": "128Gi"}
+WAIT_RESOURCES: Final[Manifest] = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"memory": "64Mi"},
+}
+WAIT_POLL_SECONDS: Final = 10
 GATEWAY_RESOURCES: Final[Manifest] = {
     "requests": {"cpu": "500m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
@@ -118,9 +126,11 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
         "securityContext": pod_security_context(),
         "affinity": gpu_affinity(spec.affinity, _gpu_products(ctx)),
         "tolerations": _tolerations(ctx),
-        "containers": containers,
-        "volumes": _volumes(ctx),
     }
+    if downloads(ctx):
+        pod["initContainers"] = [_wait_for_weights_container(ctx)]
+    pod["containers"] = containers
+    pod["volumes"] = _volumes(ctx)
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.priority_class_name:
@@ -183,6 +193,27 @@ def _server_container(ctx: BuildContext) -> Manifest:
         "readinessProbe": _http_probe("/v2/health/ready", period=10, failures=3),
         "livenessProbe": _http_probe("/v2/health/live", period=15, failures=4),
         "volumeMounts": _server_mounts(ctx),
+    }
+
+
+def weights_marker_path(ctx: BuildContext) -> str:
+    return f"{contract.WEIGHTS_DIR}/{ctx.plan.weights_subdir}/{contract.WEIGHTS_COMPLETE_MARKER}"
+
+
+def _wait_for_weights_container(ctx: BuildContext) -> Manifest:
+    script = (
+        'until [ -f "$MARKER" ]; do echo "waiting for the weights download Job to write $MARKER"; '
+        f"sleep {WAIT_POLL_SECONDS}; done"
+    )
+    return {
+        "name": "wait-for-weights",
+        "image": image(ctx),
+        "imagePullPolicy": ctx.cr.spec.image_pull_policy,
+        "command": ["sh", "-c", script],
+        "env": [{"name": "MARKER", "value": weights_marker_path(ctx)}],
+        "resources": WAIT_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": WEIGHTS_VOLUME, "mountPath": contract.WEIGHTS_DIR, "readOnly": True}],
     }
 
 

@@ -125,7 +125,7 @@ def _fetch_pod_spec(ctx: BuildContext) -> Manifest:
         "containers": [
             {
                 "name": "fetch",
-                "image": ctx.settings.effective_fetcher_image,
+                "image": fetcher_image(ctx),
                 "imagePullPolicy": ctx.cr.spec.image_pull_policy,
                 "command": fetch_command(ctx),
                 "env": _fetch_env(ctx),
@@ -139,6 +139,12 @@ def _fetch_pod_spec(ctx: BuildContext) -> Manifest:
     if ctx.cr.spec.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": ref.name} for ref in ctx.cr.spec.image_pull_secrets]
     return spec
+
+
+def fetcher_image(ctx: BuildContext) -> str:
+    """The operator's fetcher image, else the CR's server image (it ships `gptoss-runtime fetch` too, and a
+    cluster that mirrors the server image may reach no other registry), else the default image."""
+    return ctx.settings.fetcher_image or ctx.cr.spec.image or ctx.settings.default_image
 
 
 def fetch_command(ctx: BuildContext) -> list[str]:

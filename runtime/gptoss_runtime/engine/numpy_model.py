@@ -30,6 +30,7 @@ FULL_ATTENTION = "full_attention"
 DEFAULT_SWIGLU_ALPHA = 1.702
 # Dequantized float32 weights beyond this are a published model, not a checkpoint for the CPU engine.
 DEFAULT_MAX_WEIGHT_BYTES = 4 * 1024**3
+QUERY_CHUNK = 128  # queries attended at once during a prefill
 
 
 @dataclass(frozen=True)
@@ -323,21 +324,26 @@ class GptOssNumpyModel:
         window = config.sliding_window if config.layer_types[index] == SLIDING_ATTENTION else 0
         output = np.empty((count, heads * dim), dtype=np.float32)
         for i, segment in enumerate(segments):
-            rows = slice(int(bounds[i]), int(bounds[i + 1]))
-            start = starts[i]
-            end = start + (rows.stop - rows.start)
-            segment.cache.write(index, start, keys[rows], values[rows])
-            # A sliding layer never looks further back than the window before the first new token.
-            first_key = max(0, start - window + 1) if window else 0
-            output[rows] = self._attend(
-                queries[rows],
-                segment.cache.keys(index, first_key, end),
-                segment.cache.values(index, first_key, end),
-                np.arange(start, end),
-                np.arange(first_key, end),
-                layer.sinks,
-                window,
+            first_row, start = int(bounds[i]), starts[i]
+            end = start + int(bounds[i + 1]) - first_row
+            segment.cache.write(
+                index, start, keys[first_row : int(bounds[i + 1])], values[first_row : int(bounds[i + 1])]
             )
+            # Long prompts attend in chunks of queries: bounded memory, and a sliding layer reads only the
+            # keys within the window before each chunk.
+            for chunk_start in range(start, end, QUERY_CHUNK):
+                chunk_end = min(chunk_start + QUERY_CHUNK, end)
+                first_key = max(0, chunk_start - window + 1) if window else 0
+                rows = slice(first_row + chunk_start - start, first_row + chunk_end - start)
+                output[rows] = self._attend(
+                    queries[rows],
+                    segment.cache.keys(index, first_key, chunk_end),
+                    segment.cache.values(index, first_key, chunk_end),
+                    np.arange(chunk_start, chunk_end),
+                    np.arange(first_key, chunk_end),
+                    layer.sinks,
+                    window,
+                )
         return (output @ layer.o_weight.T + layer.o_bias).astype(np.float32)
 
     def _attend(
@@ -354,17 +360,19 @@ class GptOssNumpyModel:
         kv_heads, dim = config.num_key_value_heads, config.head_dim
         group = config.num_attention_heads // kv_heads
         count = queries.shape[0]
-        grouped = queries.reshape(count, kv_heads, group, dim)  # query head h reads kv head h // group
-        scores = np.einsum("tkgd,skd->kgts", grouped, keys) * np.float32(dim**-0.5)
+        # Query head h reads kv head h // group: [kv_heads, group * T, D] against [kv_heads, D, S].
+        grouped = queries.reshape(count, kv_heads, group, dim).transpose(1, 2, 0, 3).reshape(kv_heads, -1, dim)
+        scores = (grouped @ keys.transpose(1, 2, 0)).reshape(kv_heads, group, count, -1) * np.float32(dim**-0.5)
         visible = key_positions[None, :] <= query_positions[:, None]
         if window:
             visible &= query_positions[:, None] - key_positions[None, :] < window
-        scores = np.where(visible, scores, -np.inf)
+        scores = np.where(visible, scores, np.float32(-np.inf))
         sink_logits = np.broadcast_to(sinks.reshape(kv_heads, group, 1, 1), (kv_heads, group, count, 1))
         combined = np.concatenate([scores, sink_logits], axis=-1)
         combined = np.exp(combined - combined.max(axis=-1, keepdims=True))
         probabilities = (combined / combined.sum(axis=-1, keepdims=True))[..., :-1]  # the sink takes its share
-        attended: Array = np.einsum("kgts,skd->tkgd", probabilities, values)
+        attended: Array = probabilities.reshape(kv_heads, group * count, -1) @ values.transpose(1, 0, 2)
+        attended = attended.reshape(kv_heads, group, count, dim).transpose(2, 0, 1, 3)
         return attended.reshape(count, kv_heads * group * dim).astype(np.float32)
 
     def _experts(self, layer: LayerWeights, normed: Array) -> Array:

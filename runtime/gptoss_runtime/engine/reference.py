@@ -90,6 +90,7 @@ class ReferenceEngine:
         self.sampled_vocab_size = min(sampled_vocab_size or model.config.vocab_size, model.config.vocab_size)
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closed = False
@@ -119,8 +120,8 @@ class ReferenceEngine:
             cache=self.model.new_cache(self.max_seq_len),
             rng=np.random.default_rng(request.sampling.seed),
         )
-        self._waiting.append(sequence)
         self._ensure_scheduler()
+        self._waiting.append(sequence)
         try:
             while True:
                 item = await sequence.queue.get()
@@ -150,8 +151,9 @@ class ReferenceEngine:
         self._closed = True
         if self._scheduler is not None:
             self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
+            if self._loop is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._scheduler
             self._scheduler = None
         for sequence in [*self._running, *self._waiting]:
             self._finish(sequence, TokenChunk([], FINISH_CANCELLED))
@@ -183,10 +185,18 @@ class ReferenceEngine:
             raise ValueError(f"sampling.top_p must lie in (0, 1], got {sampling.top_p}")
 
     def _ensure_scheduler(self) -> None:
-        if self._wakeup is None:
-            self._wakeup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # The scheduler task and its event belong to one loop; move to the new one when the old one
+            # is gone or idle (tests and the Triton model may start a new loop after the last one closed).
+            old_loop_busy = self._loop is not None and not self._loop.is_closed() and (self._running or self._waiting)
+            if old_loop_busy:
+                raise RuntimeError("the reference engine is serving requests on another event loop")
+            self._loop, self._wakeup, self._scheduler = loop, asyncio.Event(), None
+            self._running, self._waiting = [], deque()
+        assert self._wakeup is not None
         if self._scheduler is None or self._scheduler.done():
-            self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name="reference-engine")
+            self._scheduler = loop.create_task(self._schedule(), name="reference-engine")
         self._wakeup.set()
 
     def _wake(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gptoss_runtime.checkpoint import load_checkpoint_tensors
+from gptoss_runtime.engine import numpy_model
 from gptoss_runtime.engine.numpy_model import GptOssNumpyModel, ModelConfig, Segment, rope_frequencies
 
 # ---- an independent, slow, float64 implementation ----------------------------------------------
@@ -88,9 +89,7 @@ def naive_logits(directory: Path, token_ids: list[int]) -> np.ndarray:
                 kv = h // (heads // kv_heads)
                 query = rotate(q[i][h * dim : (h + 1) * dim], i)
                 visible = [j for j in range(i + 1) if not sliding or i - j < window]
-                logits = [
-                    float(query @ rotate(k[j][kv * dim : (kv + 1) * dim], j)) / math.sqrt(dim) for j in visible
-                ]
+                logits = [float(query @ rotate(k[j][kv * dim : (kv + 1) * dim], j)) / math.sqrt(dim) for j in visible]
                 top = max([*logits, sinks[h]])
                 weights = [math.exp(x - top) for x in logits]
                 total = sum(weights) + math.exp(sinks[h] - top)
@@ -102,7 +101,9 @@ def naive_logits(directory: Path, token_ids: list[int]) -> np.ndarray:
             x + t[f"{p}.self_attn.o_proj.weight"] @ a + t[f"{p}.self_attn.o_proj.bias"]
             for x, a in zip(states, attended, strict=True)
         ]
-        gate_up = naive_dequantize(raw[f"{p}.mlp.experts.gate_up_proj_blocks"], raw[f"{p}.mlp.experts.gate_up_proj_scales"])
+        gate_up = naive_dequantize(
+            raw[f"{p}.mlp.experts.gate_up_proj_blocks"], raw[f"{p}.mlp.experts.gate_up_proj_scales"]
+        )
         down = naive_dequantize(raw[f"{p}.mlp.experts.down_proj_blocks"], raw[f"{p}.mlp.experts.down_proj_scales"])
         new_states = []
         for x in states:
@@ -177,6 +178,7 @@ def test_sliding_window_sees_w_positions_including_the_query(
     base = last_logits(tokens)
     changed_outside = [tokens[0] + 1, *tokens[1:]]  # position 0 is W positions back from position W
     changed_inside = [tokens[0], tokens[1] + 1, *tokens[2:]]  # W - 1 back: still visible
+
     def moved(sequence: list[int]) -> float:
         return float(np.abs(last_logits(sequence) - base).max())
 
@@ -244,3 +246,20 @@ def test_published_sizes_are_refused_by_the_cpu_model(tmp_path: Path, tiny_dir: 
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="numpy reference engine takes checkpoints up to"):
         GptOssNumpyModel.from_checkpoint(tmp_path)
+
+
+def test_chunked_prefill_equals_one_pass(tiny_model: GptOssNumpyModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = _tokens(40, seed=5)
+    whole = tiny_model.forward([Segment(tokens, tiny_model.new_cache(64))], all_logits=True)[0]
+    monkeypatch.setattr(numpy_model, "QUERY_CHUNK", 3)  # chunks that straddle the window of 8
+    chunked = tiny_model.forward([Segment(tokens, tiny_model.new_cache(64))], all_logits=True)[0]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_long_prompt_in_pieces_equals_one_prefill(tiny_model: GptOssNumpyModel) -> None:
+    tokens = _tokens(300, seed=6)
+    whole = tiny_model.forward([Segment(tokens, tiny_model.new_cache(512))])[0]
+    cache = tiny_model.new_cache(512)
+    tiny_model.forward([Segment(tokens[:170], cache)])
+    pieces = tiny_model.forward([Segment(tokens[170:], cache)])[0]
+    np.testing.assert_allclose(pieces, whole, rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ cancellation, stats, and a responsive event loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,16 @@ async def _collect(engine: ReferenceEngine, request: GenerationRequest) -> tuple
     return [token for chunk in chunks for token in chunk.token_ids], chunks
 
 
-async def _until(condition: object, timeout: float = 10.0) -> None:
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until the engine reaches a state (it has no event to wait on), failing after `within` s."""
+
     async def wait() -> None:
-        while not condition():  # type: ignore[operator]
+        while True:
+            if condition():
+                return
             await asyncio.sleep(0.001)
 
-    await asyncio.wait_for(wait(), timeout)
+    await asyncio.wait_for(wait(), within)
 
 
 def test_implements_the_engine_protocol(tiny_dir: Path) -> None:
@@ -121,9 +125,11 @@ async def test_concurrency_is_bounded_and_queued_requests_wait(engine: Reference
     await streams[running].aclose()
     await _until(lambda: engine.stats().requests_waiting == 1)
     assert engine.stats().requests_running == 2
+    for first in firsts:
+        first.cancel()  # a generator waiting in anext() is stopped by cancelling that task
+    await asyncio.gather(*firsts, return_exceptions=True)
     for stream in streams:
         await stream.aclose()
-    await asyncio.gather(*firsts, return_exceptions=True)
     await _until(lambda: engine.stats().requests_running == 0)
     assert engine.stats().requests_waiting == 0
 
@@ -163,7 +169,7 @@ async def test_event_loop_stays_responsive_during_a_long_prefill(tiny_dir: Path)
 
     ticking = asyncio.ensure_future(ticker())
     try:
-        prompt = [int(i) for i in np.random.default_rng(0).integers(0, 500, 2000)]
+        prompt = [int(i) for i in np.random.default_rng(0).integers(0, 500, 600)]
         await _collect(engine, _request("prefill", prompt=prompt, max_tokens=1))
     finally:
         stop.set()
@@ -200,3 +206,14 @@ def test_sampling_respects_top_p_and_temperature() -> None:
     assert picks == {0, 1}  # the nucleus of 0.7 holds the two most likely tokens
     assert sample_token(logits, 0.0, 1.0, rng) == 0
     assert {sample_token(logits, 1.0, 1.0, rng) for _ in range(500)} == {0, 1, 2, 3}
+
+
+def test_the_engine_moves_to_a_new_event_loop(tiny_dir: Path) -> None:
+    engine = ReferenceEngine.from_checkpoint(tiny_dir, max_batch_size=1, max_seq_len=64)
+
+    async def once() -> list[int]:
+        tokens, _ = await _collect(engine, _request("again", max_tokens=3, temperature=0.0))
+        return tokens
+
+    first = asyncio.run(once())
+    assert asyncio.run(once()) == first  # a second loop (the first one is closed) is served too

@@ -101,8 +101,26 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                remove_shm_files(self.process.pid)
+        # Safety net for a server that died uncleanly: leave no stub process or /dev/shm file behind.
+        for pid in stub_processes(self.model_repository):
+            os.kill(pid, signal.SIGKILL)
+        remove_shm_files(self.process.pid)
         return int(self.process.returncode)
+
+
+def stub_processes(model_repository: Path) -> list[int]:
+    """Python-backend stubs serving a model of this repository (their command line names it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "triton_python_backend_stub" in command and str(model_repository) in command:
+            pids.append(int(proc.name))
+    return pids
 
 
 def shm_files(pid: int) -> list[Path]:

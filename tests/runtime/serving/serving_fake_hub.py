@@ -32,6 +32,7 @@ class FakeHub:
     requests: list[HubRequest] = field(default_factory=list)
     fail_all: bool = False
     cut_once: set[str] = field(default_factory=set)  # paths whose first GET stops half-way
+    fail_paths: set[str] = field(default_factory=set)  # paths answered with 500
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -88,7 +89,10 @@ class FakeHub:
         elif path.startswith(api_prefix + "tree/"):
             self._send_json(handler, self._tree(), head=head)
         elif path.startswith(resolve_prefix):
-            revision, _, file_path = path[len(resolve_prefix) :].partition("/")
+            _revision, _, file_path = path[len(resolve_prefix) :].partition("/")
+            if file_path in self.fail_paths:
+                self._send_json(handler, {"error": "internal error"}, status=500, head=head)
+                return
             self._send_file(handler, file_path, head=head)
         else:
             self._send_json(handler, {"error": f"not found: {path}"}, status=404, head=head)

@@ -195,7 +195,9 @@ def test_weights_pvc_and_job_for_a_download() -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     job = one(objects, "Job")
     assert "ttlSecondsAfterFinished" not in job["spec"]
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    fetch = job["spec"]["template"]["spec"]["containers"][0]
+    assert fetch["image"] == "registry.acme.internal/gpt-oss/runtime:1.2.3"  # the CR's image, not the default
+    command = fetch["command"]
     assert command[:3] == ["gptoss-runtime", "fetch", "--repo"]
     assert "--token-file" in command
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -231,6 +233,15 @@ def test_existing_claim_has_no_pvc_no_job_and_mounts_the_sub_path() -> None:
         "persistentVolumeClaim": {"claimName": "shared-models", "readOnly": True},
     }
     assert "--require-marker" not in server(objects)["command"]
+    assert "initContainers" not in pod_spec(objects)
+
+
+def test_pods_wait_for_the_download_marker_before_the_server_starts() -> None:
+    objects = children(sample("gpt-oss-20b"))
+    (wait,) = pod_spec(objects)["initContainers"]
+    marker = {item["name"]: item["value"] for item in wait["env"]}["MARKER"]
+    assert marker == "/models/openai--gpt-oss-20b/main/" + contract.WEIGHTS_COMPLETE_MARKER
+    assert "nvidia.com/gpu" not in wait["resources"]["requests"]
 
 
 # ------------------------------------------------------------------------------- budget and network

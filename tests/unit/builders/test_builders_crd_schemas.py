@@ -69,3 +69,9 @@ def test_custom_resources_match_upstream_crds(kind: str) -> None:
     for item in built:
         jsonschema.validate(item, schema)
         assert unknown_fields(item, schema) == [], item["metadata"]["name"]
+
+
+def test_the_unknown_field_check_catches_typos() -> None:
+    schema = {"properties": {"spec": {"properties": {"triggers": {"items": {"properties": {"type": {}}}}}}}}
+    item = {"spec": {"triggers": [{"type": "prometheus", "metdata": {}}], "minReplicas": 1}}
+    assert unknown_fields(item, schema) == [".spec.triggers[0].metdata", ".spec.minReplicas"]

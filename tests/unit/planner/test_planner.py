@@ -140,6 +140,7 @@ def test_weights_location_and_serving_settings_reach_the_plan() -> None:
 
     claimed = plan_of("gpt-oss-20b", weights={"existingClaim": {"claimName": "models", "subPath": "20b"}})
     assert (claimed.weights_subdir, claimed.weights_revision) == ("", None)
+    assert "existing PersistentVolumeClaim" in explain(claimed)
 
 
 def test_the_plan_round_trips_through_json() -> None:

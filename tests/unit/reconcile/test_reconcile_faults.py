@@ -6,11 +6,11 @@ from typing import Any
 
 import kopf
 import pytest
-from conftest import NAMESPACE, RequestLog, SsaEmulator, first_n, in_thread, sample, store
+from kmock_support import NAMESPACE, RequestLog, SsaEmulator, first_n, in_thread, sample, store
 from kubernetes import client
 
 from gptoss_operator import handlers
-from gptoss_operator.kube import Kube, TransientApiError
+from gptoss_operator.kube import Kube, TransientApiError, without_client_retries
 from gptoss_operator.reconcile import Reconciler
 from gptoss_operator.settings import OperatorSettings
 
@@ -87,7 +87,9 @@ async def test_refused_request_is_permanent_but_still_retried_later(kmock: Any, 
 
 
 async def test_lost_connection_is_transient(request_log: RequestLog) -> None:
-    config = client.Configuration(host="http://127.0.0.1:9")  # nothing listens on the discard port
+    config = without_client_retries(
+        client.Configuration(host="http://127.0.0.1:9")
+    )  # nothing listens on the discard port
     kube = Kube(client.ApiClient(config), on_request=request_log)
     reconciler = Reconciler(kube, OperatorSettings())
     with pytest.raises(kopf.TemporaryError):

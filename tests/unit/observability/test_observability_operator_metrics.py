@@ -104,8 +104,20 @@ def test_model_change_replaces_the_series_instead_of_leaving_a_stale_one(m: Oper
     assert _value(m, names.METRIC_GPUS, namespace="llm", name="chat", model="gpt-oss-120b") == 6
 
 
-def test_forget_deployment_drops_all_its_series(m: OperatorMetrics) -> None:
+def test_ttft_target_is_exported_only_while_set(m: OperatorMetrics) -> None:
+    labels = {"namespace": "llm", "name": "chat", "model": "gpt-oss-20b"}
     m.set_deployment_state(_state())
+    assert _value(m, names.METRIC_TTFT_TARGET, **labels) is None
+    m.set_deployment_state(_state(time_to_first_token_target_seconds=0.5))
+    assert _value(m, names.METRIC_TTFT_TARGET, **labels) == 0.5
+    m.set_deployment_state(_state())
+    assert _value(m, names.METRIC_TTFT_TARGET, **labels) is None
+    with pytest.raises(ValueError, match="time_to_first_token_target_seconds"):
+        m.set_deployment_state(_state(time_to_first_token_target_seconds=0.0))
+
+
+def test_forget_deployment_drops_all_its_series(m: OperatorMetrics) -> None:
+    m.set_deployment_state(_state(time_to_first_token_target_seconds=1.5))
     m.set_deployment_state(_state(name="other"))
     m.observe_reconcile("success", 0.1, namespace="llm", name="chat")
     m.observe_autoscaler_decision(namespace="llm", name="chat", direction="up", reason="requests_waiting")
@@ -124,8 +136,17 @@ def test_autoscaler_decisions_by_direction_and_reason(m: OperatorMetrics) -> Non
     labels = {"namespace": "llm", "name": "chat"}
     assert _value(m, names.METRIC_AUTOSCALER_DECISIONS, **labels, direction="up", reason="requests_waiting") == 2
     assert _value(m, names.METRIC_AUTOSCALER_DECISIONS, **labels, direction="hold", reason="capacity_limited") == 1
+    m.observe_autoscaler_decision(namespace="llm", name="chat", direction="none", reason="within_tolerance")
     with pytest.raises(ValueError, match="direction='sideways'"):
         m.observe_autoscaler_decision(namespace="llm", name="chat", direction="sideways", reason="x")
+    with pytest.raises(ValueError, match=r"reason=.*snake_case"):
+        m.observe_autoscaler_decision(namespace="llm", name="chat", direction="up", reason="waiting 3.2 > 2")
+
+
+def test_directions_match_the_autoscaler_policy() -> None:
+    from gptoss_operator.autoscaling.policy import Direction
+
+    assert set(metrics.AUTOSCALER_DIRECTIONS) == {d.value for d in Direction}
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,24 @@ The inference pods are found the way monitoring/scrape-config.yaml finds them on
 jobs run unchanged except that Kubernetes service discovery is replaced by static targets carrying the
 same `__meta_kubernetes_*` labels (Debian's Prometheus is built without Kubernetes discovery). So the
 relabeling that gives series their `namespace` / `gptoss_deployment` labels is exercised for real.
-The runtime target is tests/monitoring/fake_runtime_target.py (the names Triton and the gpt_oss model
-export, GPU series included); the operator target is `gptoss_operator.metrics.start_metrics_server`.
+Every test runs against two sources of runtime metrics:
+- `reference-triton`: the real `gptoss-runtime serve` (tritonserver, the gpt_oss model, the reference
+  engine on CPU, a tiny checkpoint) under a small bounded load (tests/monitoring/triton_runtime_target.py),
+  plus a stand-in for the GPU series that only a GPU pod's Triton exports;
+- `simulated-runtime`: two simulated pods (tests/monitoring/fake_runtime_target.py) with realistic,
+  non-zero values everywhere (KV cache, waiting requests, errors), so that plausibility can be checked.
+The operator target is `gptoss_operator.metrics.start_metrics_server`, fed like a busy operator.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +31,7 @@ import yaml
 from fake_runtime_target import MODEL, FakeRuntimeTarget
 from monitoring_env import DASHBOARDS_DIR, MONITORING_DIR, RULES_FILE
 from prometheus_harness import Prometheus, wait_for
+from triton_runtime_target import BoundedLoad, ReferenceTriton
 
 from gptoss_operator import metrics
 from gptoss_operator.metrics import DeploymentState, OperatorMetrics
@@ -50,7 +58,7 @@ def _pod_meta(pod: str, component: str, port: int) -> dict[str, str]:
     }
 
 
-def _scrape_configs(runtime_port: int, operator_port: int) -> list[dict[str, Any]]:
+def _scrape_configs(pod_ports: dict[str, int], operator_port: int) -> list[dict[str, Any]]:
     jobs = {
         job["job_name"]: job
         for job in yaml.safe_load((MONITORING_DIR / "scrape-config.yaml").read_text())["scrape_configs"]
@@ -62,10 +70,12 @@ def _scrape_configs(runtime_port: int, operator_port: int) -> list[dict[str, Any
     # Kubernetes reports the pod IP with the first declared port; the annotation picks the metrics port.
     pod_address = "127.0.0.1:1"
     pods["static_configs"] = [
-        {"targets": [pod_address], "labels": _pod_meta("chat-0", "server", runtime_port)},
-        {"targets": [pod_address], "labels": _pod_meta("chat-1", "server", runtime_port)},
-        {"targets": [pod_address], "labels": _pod_meta("chat-weights-abc", "weights", runtime_port)},  # dropped
+        {"targets": [pod_address], "labels": _pod_meta(pod, "server", port)} for pod, port in pod_ports.items()
     ]
+    some_port = next(iter(pod_ports.values()))
+    pods["static_configs"].append(  # not a server pod: dropped by the keep rule
+        {"targets": [pod_address], "labels": _pod_meta("chat-weights-abc", "weights", some_port)}
+    )
     operator["static_configs"] = [
         {
             "targets": [f"127.0.0.1:{operator_port}"],
@@ -112,6 +122,7 @@ class OperatorActivity:
                     gpus=3,
                     capacity_limited=True,
                     weights_ready=True,
+                    time_to_first_token_target_seconds=1.5,
                 )
             )
 
@@ -122,32 +133,60 @@ class OperatorActivity:
 
 @dataclass
 class Stack:
+    source: str
     prometheus: Prometheus
-    runtime: FakeRuntimeTarget
+    pods: int  # scrape targets of the pods job
+    load: BoundedLoad | None = None  # the requests sent to the real Triton
 
 
-@pytest.fixture(scope="module")
-def stack(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    runtime = FakeRuntimeTarget()
-    operator_metrics = OperatorMetrics()
-    activity = OperatorActivity(operator_metrics)
-    server = metrics.start_metrics_server(0, operator_metrics.registry, addr="127.0.0.1")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES_FILE)],
-        "scrape_configs": _scrape_configs(runtime.port, server.server_port),
-    }
-    prometheus = None
+SIMULATED = "simulated-runtime"
+REFERENCE_TRITON = "reference-triton"
+
+
+def _require_reference_triton() -> None:
+    """The real tritonserver comes from the nvidia-pytriton wheel (a dev dependency)."""
     try:
+        import pytriton  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("nvidia-pytriton is not installed (CI is set: the real Triton must be tested)")
+        pytest.skip("nvidia-pytriton is not installed: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="module", params=[SIMULATED, REFERENCE_TRITON])
+def stack(
+    request: pytest.FixtureRequest, prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Prometheus scraping the operator and either two simulated pods, or a real Triton (reference
+    engine, CPU, under load) plus a stand-in for the GPU series that only a GPU pod's Triton exports."""
+    with ExitStack() as cleanup:
+        if request.param == SIMULATED:
+            simulated = FakeRuntimeTarget()
+            cleanup.callback(simulated.close)
+            pod_ports = {"chat-0": simulated.port, "chat-1": simulated.port}
+            load = None
+        else:
+            _require_reference_triton()
+            triton = ReferenceTriton(tmp_path_factory.mktemp("triton"))
+            cleanup.callback(triton.stop)
+            gpus = FakeRuntimeTarget(gpu_only=True)
+            cleanup.callback(gpus.close)
+            pod_ports = {"chat-0": triton.metrics_port, "chat-0-gpus": gpus.port}
+            load = triton.load
+        operator_metrics = OperatorMetrics()
+        activity = OperatorActivity(operator_metrics)
+        cleanup.callback(activity.stop)
+        server = metrics.start_metrics_server(0, operator_metrics.registry, addr="127.0.0.1")
+        cleanup.callback(server.server_close)
+        cleanup.callback(server.shutdown)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES_FILE)],
+            "scrape_configs": _scrape_configs(pod_ports, server.server_port),
+        }
         prometheus = Prometheus(prometheus_binary, config, tmp_path_factory.mktemp("prometheus"))
-        yield Stack(prometheus, runtime)
-    finally:
-        if prometheus is not None:
-            prometheus.stop()
-        activity.stop()
-        server.shutdown()
-        server.server_close()
-        runtime.close()
+        cleanup.callback(prometheus.stop)
+        yield Stack(request.param, prometheus, len(pod_ports), load)
 
 
 def _data(stack: Stack, promql: str) -> list[dict[str, Any]]:
@@ -196,16 +235,28 @@ def test_pods_and_operator_are_scraped_with_the_deployment_labels(stack: Stack) 
     def scraped() -> list[dict[str, Any]] | None:
         active = stack.prometheus.api("targets", state="active")["activeTargets"]
         up = [t for t in active if t["health"] == "up"]
-        return up if len(up) == 3 else None
+        return up if len(up) == stack.pods + 1 else None
 
-    up = wait_for("three healthy targets", scraped)
-    pods = sorted((t["labels"] for t in up if t["labels"]["job"] == "gpt-oss-pods"), key=lambda labels: labels["pod"])
-    assert [p["pod"] for p in pods] == ["chat-0", "chat-1"]  # the weights pod is not scraped
+    up = wait_for("every target healthy", scraped)
+    pods = [t["labels"] for t in up if t["labels"]["job"] == "gpt-oss-pods"]
+    assert len(pods) == stack.pods
+    assert all(p["pod"].startswith("chat-0") or p["pod"] == "chat-1" for p in pods)  # not the weights pod
     for labels in pods:
         assert labels["namespace"] == NAMESPACE
         assert labels["gptoss_deployment"] == DEPLOYMENT
         assert labels["gptoss_model"] == MODEL
-        assert labels["instance"] == f"127.0.0.1:{stack.runtime.port}"  # port taken from the annotation
+        assert labels["instance"] != "127.0.0.1:1"  # the port comes from the prometheus.io/port annotation
+
+
+def test_the_real_server_answers_the_load(stack: Stack) -> None:
+    if stack.load is None:
+        pytest.skip("no load in the simulated source")
+    load = stack.load
+    total = _data(stack, f'sum(gptoss_requests_total{{gptoss_deployment="{DEPLOYMENT}",outcome="success"}})')
+    assert float(total[0]["value"][1]) > 0
+    with load.lock:
+        assert load.errors == []
+        assert load.completed > 0
 
 
 def test_operator_series_keep_the_deployment_namespace(stack: Stack) -> None:
@@ -247,14 +298,19 @@ def test_rates_and_percentiles_are_plausible(stack: Stack) -> None:
 
         return wait_for(f"a positive value for {promql}", probe)
 
-    # Each scrape of either pod finishes 4 requests: about 8 per second per pod, 16 for the deployment.
-    # (rate1m is still ramping up while the window holds less than a minute of data.)
+    # rate1m is still ramping up while its window holds less than a minute of data: bounds are loose.
     assert 0 < positive("gptoss_deployment:gptoss_requests:rate1m") < 40
-    assert 4 < positive(f'sum(rate(gptoss_requests_total{{gptoss_deployment="{DEPLOYMENT}"}}[5s]))') < 40
-    assert 0.05 < positive("gptoss_deployment:gptoss_time_to_first_token_seconds:p50") < 0.5
-    assert 0 < positive("gptoss_deployment:gptoss_kv_cache_utilization_ratio:max") <= 1
+    assert positive("gptoss_deployment:gptoss_generated_tokens:rate1m") > 0
+    assert 0 < positive("gptoss_deployment:gptoss_time_to_first_token_seconds:p50") < 16
+    assert 0 < positive("gptoss_deployment:nv_inference_request_duration_seconds:mean5m") < 60
     assert 0 < positive("gptoss_deployment:nv_gpu_utilization:avg") <= 1
     assert positive("gptoss_deployment:gptoss_operator_replicas_unavailable:max") == 1
+    kv = _data(stack, "gptoss_deployment:gptoss_kv_cache_utilization_ratio:max")
+    assert 0 <= float(kv[0]["value"][1]) <= 1
+    if stack.source == SIMULATED:
+        # Each scrape of either pod finishes 4 requests: about 8 per second per pod, 16 in all.
+        assert 4 < positive(f'sum(rate(gptoss_requests_total{{gptoss_deployment="{DEPLOYMENT}"}}[5s]))') < 40
+        assert 0.05 < positive("gptoss_deployment:gptoss_time_to_first_token_seconds:p50") < 0.5
 
 
 @pytest.mark.parametrize("query", _dashboard_queries(), ids=str)

@@ -1,0 +1,347 @@
+"""The Helm chart rendered with the real helm for several value sets, every object checked.
+
+Needs the helm binary the cluster tooling builds (~/.cache/gpt-oss-operator/bin/helm-<version>/helm, or
+$HELM). Without it these tests skip, except in CI (CI set), where a missing helm is a failure.
+Regenerate manifests/install.yaml with: UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from gptoss_operator import names
+from gptoss_operator.settings import OperatorSettings
+
+REPO = Path(__file__).resolve().parents[3]
+CHART = REPO / "charts" / "gpt-oss-operator"
+INSTALL_MANIFEST = REPO / "manifests" / "install.yaml"
+CACHE = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
+RELEASE = "gpt-oss-operator"
+RELEASE_NAMESPACE = "gpt-oss-system"
+KUBE_SCHEMA_VERSION = "1.36.0"  # the local control plane's minor (e2e/cluster/versions.env)
+CRD_FILE = "gptossdeployments.gptoss.io.yaml"
+KUBE_VERSION_ARGS = ("--kube-version", f"v{KUBE_SCHEMA_VERSION}")  # offline renders assume an old default
+
+INSTALL_HEADER = f"""\
+# gpt-oss-operator: everything in one file, rendered from the Helm chart with its default values.
+#   kubectl apply --server-side -f manifests/install.yaml
+# GENERATED - do not edit. Regenerate: UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install
+# (helm template {RELEASE} charts/gpt-oss-operator --namespace {RELEASE_NAMESPACE} --include-crds)
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {RELEASE_NAMESPACE}
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+"""
+
+
+def helm_binary() -> str:
+    """The helm the project builds (pinned in e2e/cluster/versions.env), $HELM, or helm on PATH."""
+    if os.environ.get("HELM"):
+        return os.environ["HELM"]
+    versions = (REPO / "e2e" / "cluster" / "versions.env").read_text()
+    match = re.search(r"^HELM_VERSION=(\S+)", versions, re.MULTILINE)
+    if match:
+        pinned = CACHE / "bin" / f"helm-{match.group(1)}" / "helm"
+        if pinned.exists():
+            return str(pinned)
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    message = "helm is not built yet (make cluster-up builds it into ~/.cache/gpt-oss-operator/bin/helm-<version>/)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def render(*sets: str, include_crds: bool = False) -> list[dict[str, Any]]:
+    args = ["template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, *KUBE_VERSION_ARGS]
+    if include_crds:
+        args.append("--include-crds")
+    for value in sets:
+        args += ["--set", value]
+    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+
+
+VALUE_SETS: dict[str, tuple[str, ...]] = {
+    "defaults": (),
+    "namespaced": ("watchNamespaces={team-a,team-b}",),
+    "no-crds": ("crds.enabled=false",),
+    "crds-not-kept": ("crds.keep=false",),
+    "existing-service-account": ("serviceAccount.create=false", "serviceAccount.name=ops"),
+    "text-logs": ("operator.logFormat=text", "operator.logLevel=DEBUG", "operator.defaultImage=registry.local/srv:1"),
+    "monitoring": ("serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboards.enabled=true"),
+}
+
+
+@pytest.fixture(params=sorted(VALUE_SETS), scope="module")
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(*VALUE_SETS[request.param])
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def operator_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = of_kind(docs, "Deployment")
+    return deployment
+
+
+# --------------------------------------------------------------------------------------- validity
+BUILT_IN_API_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "apiextensions.k8s.io/v1")
+
+
+def test_every_built_in_object_is_valid(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"] in BUILT_IN_API_GROUPS:
+            kubernetes_validate.validate(doc, KUBE_SCHEMA_VERSION, strict=True)
+
+
+def test_names_are_unique(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(keys) == len(set(keys)), keys
+
+
+def test_every_object_carries_the_chart_labels(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, doc["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm"
+
+
+# ------------------------------------------------------------------------------------ pod security
+def test_operator_pod_meets_restricted_pod_security(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    pod = operator_deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for volume in pod.get("volumes") or []:
+        assert "hostPath" not in volume
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in context["capabilities"]
+        assert context.get("privileged") is not True
+        assert container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]["cpu"]
+
+
+def test_operator_probes_use_the_health_port() -> None:
+    container = operator_deployment(render())["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_single_replica_never_overlaps() -> None:
+    spec = operator_deployment(render())["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"  # no peering: two operators must never run at once
+
+
+# --------------------------------------------------------------------------------------- settings
+def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
+    container = operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_env_maps_onto_operator_settings(rendered: tuple[str, list[dict[str, Any]]], monkeypatch: Any) -> None:
+    _, docs = rendered
+    env = env_of(docs)
+    fields = {f"GPTOSS_{name.upper()}" for name in OperatorSettings.model_fields}
+    assert set(env) <= fields, f"env without a settings field: {set(env) - fields}"
+    for key in list(os.environ):
+        if key.startswith("GPTOSS_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()  # pydantic validates every value the chart passes
+    assert settings.metrics_port == 8080
+    assert settings.health_port == 8081
+
+
+def test_values_reach_the_settings(monkeypatch: Any) -> None:
+    env = env_of(render(*VALUE_SETS["text-logs"], *VALUE_SETS["namespaced"]))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert settings.log_format == "text"
+    assert settings.log_level == "DEBUG"
+    assert settings.default_image == "registry.local/srv:1"
+    assert settings.namespaces == ["team-a", "team-b"]
+
+
+# -------------------------------------------------------------------------------------------- RBAC
+def rules_of(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                yield doc, rule
+
+
+def test_rbac_has_no_wildcards_and_no_secrets(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for role, rule in rules_of(docs):
+        for key in ("verbs", "resources", "apiGroups"):
+            assert "*" not in rule.get(key, []), f"{role['metadata']['name']}: wildcard in {key}"
+        assert "secrets" not in rule.get("resources", [])
+        assert not {"escalate", "bind", "impersonate", "update"} & set(rule["verbs"])
+
+
+def granted(docs: list[dict[str, Any]], kind: str, group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for role, rule in rules_of(docs):
+        if role["kind"] == kind and group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def test_cluster_wide_rbac_by_default() -> None:
+    docs = render()
+    assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments") == {"get", "list", "watch", "patch"}
+    assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments/status") == {"patch"}
+    assert granted(docs, "ClusterRole", "apps", "deployments") == {"list", "watch", "create", "patch", "delete"}
+    assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
+    assert of_kind(docs, "Role") == []
+    bindings = of_kind(docs, "ClusterRoleBinding")
+    assert {b["subjects"][0]["name"] for b in bindings} == {RELEASE}
+
+
+def test_namespaced_rbac_when_watching_a_list() -> None:
+    docs = render(*VALUE_SETS["namespaced"])
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in of_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments") == set()  # only in the Roles
+    assert granted(docs, "Role", "gptoss.io", "gptossdeployments") == {"get", "list", "watch", "patch"}
+    assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}  # capacity is cluster-wide
+
+
+def test_rbac_covers_every_kind_the_operator_manages() -> None:
+    from gptoss_operator import builders
+
+    docs = render()
+    for kind in builders.MANAGED_KINDS:
+        verbs = granted(docs, "ClusterRole", kind.group, kind.plural)
+        assert {"list", "create", "patch", "delete"} <= verbs, f"{kind.kind}: {verbs}"
+
+
+def test_existing_service_account_is_bound() -> None:
+    docs = render(*VALUE_SETS["existing-service-account"])
+    assert of_kind(docs, "ServiceAccount") == []
+    assert operator_deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    assert all(b["subjects"][0]["name"] == "ops" for b in of_kind(docs, "ClusterRoleBinding"))
+
+
+# --------------------------------------------------------------------------------------------- CRD
+def test_crd_ships_from_exactly_one_place() -> None:
+    in_crds_dir = (CHART / "crds" / CRD_FILE).exists()
+    in_files = (CHART / "files" / "crds" / CRD_FILE).exists()
+    assert in_crds_dir != in_files, (
+        "the CRD must ship either as charts/gpt-oss-operator/files/crds/ (templated, crds.enabled) or in crds/, "
+        "not both (helm install would create it twice)"
+    )
+
+
+@pytest.mark.skipif(not (CHART / "files" / "crds" / CRD_FILE).exists(), reason="CRD not yet in files/crds/")
+def test_crd_template_honours_enabled_and_keep() -> None:
+    (crd,) = of_kind(render(), "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == names.CRD_NAME
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    (not_kept,) = of_kind(render("crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (not_kept["metadata"].get("annotations") or {})
+    assert of_kind(render("crds.enabled=false"), "CustomResourceDefinition") == []
+
+
+# ------------------------------------------------------------------------------------------ values
+def walk_schema(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, child in (node.get("properties") or {}).items():
+        yield f"{path}.{key}", child
+        yield from walk_schema(child, f"{path}.{key}")
+
+
+def test_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for path, node in walk_schema(schema, "values"):
+        assert node.get("description"), f"{path} has no description"
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.validate(values, schema)
+
+    def leaves(value: Any, path: str) -> Iterator[str]:
+        if isinstance(value, dict) and value:
+            for key, child in value.items():
+                yield from leaves(child, f"{path}.{key}")
+        else:
+            yield path
+
+    described = {p for p, _ in walk_schema(schema, "values")}
+    for leaf in leaves(values, "values"):
+        assert leaf in described or any(leaf.startswith(d + ".") for d in described), f"{leaf} not in the schema"
+
+
+def test_unknown_value_is_rejected() -> None:
+    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, "--set", "watchNamespace=team-a", check=False)
+    assert result.returncode != 0
+    assert "watchNamespace" in result.stderr
+
+
+def test_notes_show_the_first_apply() -> None:
+    result = helm(
+        "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", RELEASE_NAMESPACE, *KUBE_VERSION_ARGS
+    )
+    assert "kubectl apply" in result.stdout
+    assert "gpt-oss-20b" in result.stdout
+
+
+def test_lint() -> None:
+    result = helm("lint", "--strict", str(CHART), *KUBE_VERSION_ARGS)
+    assert "0 chart(s) failed" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ install.yaml
+def install_manifest() -> str:
+    args = ["template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--include-crds", *KUBE_VERSION_ARGS]
+    return INSTALL_HEADER + helm(*args).stdout
+
+
+def test_install_manifest_matches_the_chart() -> None:
+    expected = install_manifest()
+    if os.environ.get("UPDATE_INSTALL_MANIFEST") == "1":
+        INSTALL_MANIFEST.write_text(expected)
+    assert INSTALL_MANIFEST.exists(), "manifests/install.yaml is missing; regenerate it (see this module's docstring)"
+    assert INSTALL_MANIFEST.read_text() == expected, (
+        "manifests/install.yaml drifted from the chart; regenerate: "
+        "UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install"
+    )

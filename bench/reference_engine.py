@@ -15,6 +15,7 @@ import asyncio
 import json
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,14 @@ async def _run_batch(engine: ReferenceEngine, prompts: list[list[int]], new_toke
     }
 
 
-async def _bench(args: argparse.Namespace, weights: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class BenchResult:
+    checkpoint: str
+    decode: list[dict[str, float]]
+    prefill: dict[str, float]
+
+
+async def _bench(args: argparse.Namespace, weights: Path) -> BenchResult:
     rng = np.random.default_rng(0)
     concurrencies = [int(value) for value in args.concurrency.split(",")]
     engine = ReferenceEngine.from_checkpoint(weights, max_batch_size=max(concurrencies), max_seq_len=4096)
@@ -65,15 +73,15 @@ async def _bench(args: argparse.Namespace, weights: Path) -> dict[str, object]:
         prefill_seconds = time.perf_counter() - started
     finally:
         await engine.close()
-    return {
-        "checkpoint": args.imitates + " (tiny)",
-        "decode": decode,
-        "prefill": {
+    return BenchResult(
+        checkpoint=args.imitates + " (tiny)",
+        decode=decode,
+        prefill={
             "prompt_tokens": args.prefill,
             "seconds": round(prefill_seconds, 3),
             "prompt_tokens_per_second": round(args.prefill / prefill_seconds, 1),
         },
-    }
+    )
 
 
 def main() -> None:
@@ -89,18 +97,20 @@ def main() -> None:
         weights = make_tiny_checkpoint(Path(directory), args.imitates)
         result = asyncio.run(_bench(args, weights))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(asdict(result), indent=2))
         return
     print(f"reference engine on the tiny {args.imitates} checkpoint (numpy, CPU)")
     print(f"{'requests':>8} {'out tokens':>10} {'seconds':>8} {'out tok/s':>10} {'TTFT s':>8}")
-    for row in result["decode"]:  # type: ignore[union-attr]
+    for row in result.decode:
         print(
             f"{row['requests']:>8} {row['output_tokens']:>10} {row['seconds']:>8} "
             f"{row['output_tokens_per_second']:>10} {row['first_token_seconds']:>8}"
         )
-    prefill = result["prefill"]
-    print(f"prefill of {prefill['prompt_tokens']} tokens: {prefill['seconds']} s "  # type: ignore[index]
-          f"({prefill['prompt_tokens_per_second']} tok/s)")  # type: ignore[index]
+    prefill = result.prefill
+    print(
+        f"prefill of {prefill['prompt_tokens']:.0f} tokens: {prefill['seconds']} s "
+        f"({prefill['prompt_tokens_per_second']} tok/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,18 +18,25 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Kubectl, wait_until
-from operator_process import RESYNC_SECONDS, OperatorProcess
+from operator_process import (
+    RESYNC_SECONDS,
+    SAMPLES,
+    OperatorProcess,
+    Volumes,
+    condition,
+    get_cr,
+    load_sample,
+    wait_for_condition,
+)
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "manifests" / "samples"
 CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 OWNER_LABEL = "gptoss.io/deployment"
 GPU = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 CHILD_KINDS = "deployments,services,configmaps,persistentvolumeclaims,jobs,poddisruptionbudgets,networkpolicies"
-READY_TIMEOUT_S = 180
 WRITE_VERBS = ("apply", "patch", "create", "delete")
 
 
@@ -41,55 +48,12 @@ def crd(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture
-def operator(
-    kubeconfig: Path, namespace: str, crd: None, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[OperatorProcess]:
-    """The operator watching the test's namespace; its log is printed when the test fails."""
+def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace (pytest shows its log, printed here, when a test fails)."""
     process = OperatorProcess(kubeconfig, [namespace], tmp_path / "operator.log").start()
     yield process
-    process.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(f"--- operator log ({process.log_path}) ---\n{process.logs()}")
-
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, f"rep_{report.when}", report)
-
-
-class Volumes:
-    """Binds pending claims of a namespace to static PersistentVolumes (no provisioner in the cluster)."""
-
-    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
-        self.kubectl = kubectl
-        self.namespace = namespace
-
-    def bind_pending(self) -> None:
-        claims = self.kubectl.json("get", "pvc", "--namespace", self.namespace)["items"]
-        for claim in claims:
-            if claim.get("status", {}).get("phase") == "Bound" or claim["spec"].get("volumeName"):
-                continue
-            name = claim["metadata"]["name"]
-            self.kubectl.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": f"{self.namespace}-{name}"[:63], "labels": {"gptoss.dev/e2e": self.namespace}},
-                    "spec": {
-                        "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-                        "accessModes": claim["spec"]["accessModes"],
-                        "persistentVolumeReclaimPolicy": "Retain",
-                        "claimRef": {"namespace": self.namespace, "name": name},
-                        "hostPath": {"path": f"/tmp/gptoss-e2e/{self.namespace}/{name}"},
-                    },
-                }
-            )
-
-    def delete_all(self) -> None:
-        self.kubectl("delete", "pv", "-l", f"gptoss.dev/e2e={self.namespace}", "--wait=false", "--ignore-not-found")
+    exit_code = process.stop()
+    print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
 
 
 @pytest.fixture
@@ -100,61 +64,15 @@ def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def load_sample(name: str, **spec: Any) -> dict[str, Any]:
-    cr: dict[str, Any] = yaml.safe_load((SAMPLES / name).read_text())
-    cr["spec"].update(spec)
-    return cr
-
-
-def get_cr(kubectl_ns: Kubectl, name: str) -> dict[str, Any]:
-    return dict(kubectl_ns.json("get", "gptoss", name))
-
-
-def condition(cr: dict[str, Any], type_: str) -> dict[str, Any]:
-    for cond in cr.get("status", {}).get("conditions", []):
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
-
-
-def wait_for_condition(
-    kubectl_ns: Kubectl,
-    name: str,
-    type_: str,
-    status: str,
-    *,
-    volumes: Volumes | None = None,
-    reason: str | None = None,
-    timeout_s: float = READY_TIMEOUT_S,
-    operator: OperatorProcess | None = None,
-) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def check() -> bool:
-        if volumes is not None:
-            volumes.bind_pending()
-        seen.update(get_cr(kubectl_ns, name))
-        cond = condition(seen, type_)
-        current = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
-        return bool(current and cond.get("observedGeneration") == seen["metadata"]["generation"])
-
-    try:
-        wait_until(check, timeout_s=timeout_s, interval_s=1.0, what=f"{name} {type_}={status} {reason or ''}")
-    except BaseException:
-        print(json.dumps(seen.get("status", {}), indent=2))
-        if operator is not None:
-            print(operator.logs())
-        raise
-    return seen
-
-
 def children(kubectl_ns: Kubectl, name: str) -> list[dict[str, Any]]:
     return list(kubectl_ns.json("get", CHILD_KINDS, "-l", f"{OWNER_LABEL}={name}")["items"])
 
 
 def pods_of(kubectl_ns: Kubectl, cr: dict[str, Any]) -> list[dict[str, Any]]:
     selector = cr["status"]["selector"]
-    return [p for p in kubectl_ns.json("get", "pods", "-l", selector)["items"] if not p["metadata"].get("deletionTimestamp")]
+    return [
+        p for p in kubectl_ns.json("get", "pods", "-l", selector)["items"] if not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def rendered_children(cr: dict[str, Any], namespace: str) -> set[tuple[str, str]]:
@@ -180,7 +98,9 @@ def gpu_request(pod: dict[str, Any]) -> int:
 
 
 def resource_versions(kubectl_ns: Kubectl, name: str) -> dict[str, str]:
-    versions = {f"{c['kind']}/{c['metadata']['name']}": c["metadata"]["resourceVersion"] for c in children(kubectl_ns, name)}
+    versions = {
+        f"{c['kind']}/{c['metadata']['name']}": c["metadata"]["resourceVersion"] for c in children(kubectl_ns, name)
+    }
     versions["cr"] = get_cr(kubectl_ns, name)["metadata"]["resourceVersion"]
     return versions
 
@@ -232,7 +152,7 @@ def test_scale_subresource_drives_replicas(kubectl_ns: Kubectl, operator: Operat
     assert cr["status"]["readyReplicas"] == 3
     assert cr["status"]["gpus"] == 3
     assert kubectl_ns.json("get", "deployment", "gpt-oss-20b")["spec"]["replicas"] == 3
-    scale = kubectl_ns.json("get", "--raw", _scale_path(kubectl_ns, "gpt-oss-20b"))
+    scale = json.loads(kubectl_ns.run("get", "--raw", _scale_path(kubectl_ns, "gpt-oss-20b"), namespaced=False).stdout)
     assert scale["status"]["replicas"] == 3
 
 
@@ -248,7 +168,9 @@ def test_deleted_child_is_recreated(kubectl_ns: Kubectl, operator: OperatorProce
     kubectl_ns("delete", "deployment/gpt-oss-20b", "service/gpt-oss-20b", "configmap/gpt-oss-20b-plan", "--wait=true")
 
     def recreated() -> bool:
-        now = {f"{c['kind']}/{c['metadata']['name']}": c["metadata"]["uid"] for c in children(kubectl_ns, "gpt-oss-20b")}
+        now = {
+            f"{c['kind']}/{c['metadata']['name']}": c["metadata"]["uid"] for c in children(kubectl_ns, "gpt-oss-20b")
+        }
         return set(now) == set(before) and now["Deployment/gpt-oss-20b"] != before["Deployment/gpt-oss-20b"]
 
     wait_for(recreated, "the deleted Deployment, Service and ConfigMap to come back", timeout_s=30)
@@ -348,9 +270,7 @@ def test_spec_the_planner_rejects_is_invalid_and_touches_nothing(
     name = "gpt-oss-20b"
     unknown_gpu = load_sample("gpt-oss-20b.yaml", gpu={"product": "NVIDIA-T4", "count": 1})
     kubectl_ns.apply(unknown_gpu)  # passes the CRD schema; only the planner knows the product
-    cr = wait_for_condition(
-        kubectl_ns, name, "Ready", "False", reason="InvalidSpec", operator=operator, timeout_s=60
-    )
+    cr = wait_for_condition(kubectl_ns, name, "Ready", "False", reason="InvalidSpec", operator=operator, timeout_s=60)
     assert "gpu.product" in condition(cr, "Ready")["message"]
     assert cr["status"]["phase"] == "Failed"
     assert children(kubectl_ns, name) == []
@@ -367,16 +287,20 @@ def test_a_resync_with_nothing_changed_writes_nothing(
     name = "gpt-oss-20b"
     kubectl_ns.apply(load_sample("gpt-oss-20b.yaml"))
     wait_for_condition(kubectl_ns, name, "Ready", "True", volumes=volumes, operator=operator)
-    # Let the dust settle: the Deployment controller's last status update triggers one more reconcile.
-    wait_for(lambda: _reconciles(operator) > 0, "a first reconcile to be counted")
+
+    def settled() -> bool:  # the last status updates of the controllers (pods, Job) are behind us
+        before = resource_versions(kubectl_ns, name)
+        count = _reconciles(operator)
+        wait_for(lambda: _reconciles(operator) > count, "one more resync", timeout_s=30)
+        return resource_versions(kubectl_ns, name) == before
+
+    wait_for(settled, "the deployment to settle", timeout_s=90)
     baseline_versions = resource_versions(kubectl_ns, name)
     baseline_writes = {verb: operator.counter("gptoss_operator_api_requests_total", verb=verb) for verb in WRITE_VERBS}
     reconciles = _reconciles(operator)
 
     # Two full resyncs (every RESYNC_SECONDS) must pass with no write at all.
-    wait_for(
-        lambda: _reconciles(operator) >= reconciles + 2, f"two resyncs ({RESYNC_SECONDS}s apart)", timeout_s=60
-    )
+    wait_for(lambda: _reconciles(operator) >= reconciles + 2, f"two resyncs ({RESYNC_SECONDS}s apart)", timeout_s=60)
     assert resource_versions(kubectl_ns, name) == baseline_versions
     writes = {verb: operator.counter("gptoss_operator_api_requests_total", verb=verb) for verb in WRITE_VERBS}
     assert writes == baseline_writes

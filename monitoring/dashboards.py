@@ -514,11 +514,15 @@ def deployment_view() -> Json:
                 ),
                 Panel(
                     "Time to first token",
-                    "Percentiles of the time to first token over 5 minutes.",
+                    "Percentiles of the time to first token over 5 minutes, and the spec's target when set.",
                     (
                         Query(f"gptoss_deployment:gptoss_time_to_first_token_seconds:p50{{{sel}}}", "p50"),
                         Query(f"gptoss_deployment:gptoss_time_to_first_token_seconds:p90{{{sel}}}", "p90"),
                         Query(f"gptoss_deployment:gptoss_time_to_first_token_seconds:p99{{{sel}}}", "p99"),
+                        Query(
+                            f"gptoss_deployment:gptoss_operator_time_to_first_token_target_seconds:min{{{sel}}}",
+                            "target",
+                        ),
                     ),
                     unit="s",
                 ),

@@ -150,7 +150,8 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 def iter_safetensors(path: Path, names: Iterable[str] | None = None) -> Iterator[tuple[str, npt.NDArray[Any]]]:
     """Yield (name, array) from one file; BF16 becomes float32, other dtypes keep their numpy type."""
     header = read_safetensors_header(path)
-    header_length = struct.unpack("<Q", path.read_bytes()[:_HEADER_LENGTH_BYTES])[0]
+    with path.open("rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(_HEADER_LENGTH_BYTES))
     data_start = _HEADER_LENGTH_BYTES + header_length
     wanted = set(names) if names is not None else None
     raw = np.memmap(path, dtype=np.uint8, mode="r")

@@ -1,8 +1,11 @@
 """`gptoss-runtime fetch`: download a pinned checkpoint revision onto the weights volume.
 
-- `huggingface_hub.snapshot_download` into `--dest` (resumable: partial files under
-  `<dest>/.cache/huggingface/` are continued with HTTP range requests), skipping OpenAI's reference
-  layout and the Metal build (`contract.SKIPPED_CHECKPOINT_FOLDERS`), which serving never reads.
+- `huggingface_hub.snapshot_download` into `--dest`, skipping OpenAI's reference layout and the Metal
+  build (`contract.SKIPPED_CHECKPOINT_FOLDERS`), which serving never reads. Resumable: files already
+  downloaded (recorded under `<dest>/.cache/huggingface/`) are kept and only the missing ones fetched;
+  within a run huggingface_hub retries a broken transfer (with a range request when bytes arrived).
+  huggingface_hub >= 2 no longer continues another process's partial file, so a file cut by a crash
+  starts over.
 - Per-request timeouts; whole attempts retried with exponential backoff; a progress line at most every
   few seconds per progress bar.
 - Then the checkpoint is verified (config, index, shards), a sha256 manifest written, and the
@@ -170,7 +173,9 @@ def _download_with_retries(options: FetchOptions, token: str | None, sleep: Call
     options.dest.mkdir(parents=True, exist_ok=True)
     attempts = max(1, options.retries)
     for attempt in range(1, attempts + 1):
-        log.info("fetching %s@%s into %s (attempt %d of %d)", options.repo, options.revision, options.dest, attempt, attempts)
+        log.info(
+            "fetching %s@%s into %s (attempt %d of %d)", options.repo, options.revision, options.dest, attempt, attempts
+        )
         try:
             snapshot_download(
                 options.repo,
@@ -180,7 +185,7 @@ def _download_with_retries(options: FetchOptions, token: str | None, sleep: Call
                 token=token,
                 etag_timeout=options.timeout_s,
                 max_workers=options.max_workers,
-                tqdm_class=_LogProgress,  # type: ignore[arg-type]
+                tqdm_class=_LogProgress,
                 endpoint=options.endpoint,
             )
             return
@@ -207,7 +212,9 @@ def _verify_and_mark(options: FetchOptions) -> None:
         info = checkpoint.verify_checkpoint(options.dest)
     except checkpoint.CheckpointError as error:
         raise FetchError(f"the download is not a complete gpt-oss checkpoint: {error}") from error
-    log.info("verified %d shards (%.1f GiB); writing the sha256 manifest", len(info.shard_files), info.total_bytes / 2**30)
+    log.info(
+        "verified %d shards (%.1f GiB); writing the sha256 manifest", len(info.shard_files), info.total_bytes / 2**30
+    )
     checkpoint.write_manifest(options.dest)
     record = {
         "repo": options.repo,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gptoss_runtime import checkpoint, contract
 from gptoss_runtime.checkpoint import CheckpointInfo
+from gptoss_runtime.engine.trtllm import TrtllmConfigError
 from gptoss_runtime.plan import ServingPlan
 from gptoss_runtime.triton_repo import EngineKind, ModelRepositorySpec, write_model_repository
 
@@ -187,7 +188,10 @@ def prepare(options: ServeOptions) -> tuple[list[str], dict[str, str]]:
         plan=plan,
         extra_options=dict(options.extra_engine_options),
     )
-    repository = write_model_repository(options.model_repository, spec)
+    try:
+        repository = write_model_repository(options.model_repository, spec)
+    except TrtllmConfigError as error:
+        raise LaunchError(f"--plan: {error}") from error
     installation = locate_tritonserver(options.model_repository.resolve().parent)
     environment = dict(os.environ)
     environment.update(installation.environment)

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 import jinja2
 
 from gptoss_runtime import contract
+from gptoss_runtime.engine.trtllm import llm_kwargs
 from gptoss_runtime.plan import ServingPlan
 from gptoss_runtime.triton_model import schema
 
@@ -55,30 +56,6 @@ class ModelRepositorySpec:
     extra_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def trtllm_llm_args(plan: ServingPlan) -> dict[str, Any]:
-    """The TensorRT-LLM LLM-API arguments the plan stands for (recorded in engine.json for operators
-    reading the pod; the engine derives its own from the plan)."""
-    engine = plan.engine
-    return {
-        "backend": "pytorch",
-        "tensor_parallel_size": engine.tensor_parallel_size,
-        "moe_expert_parallel_size": engine.moe_expert_parallel_size,
-        "enable_attention_dp": engine.attention_data_parallel,
-        "max_seq_len": engine.max_seq_len,
-        "max_batch_size": engine.max_batch_size,
-        "max_num_tokens": engine.max_num_tokens,
-        "moe_config": {"backend": engine.moe_backend},
-        "kv_cache_config": {
-            "free_gpu_memory_fraction": engine.kv_cache_free_memory_fraction,
-            "dtype": engine.kv_cache_dtype,
-        },
-        "cuda_graph_config": {
-            "enable_padding": engine.cuda_graph_padding,
-            "batch_sizes": list(engine.cuda_graph_batch_sizes),
-        },
-    }
-
-
 def render_config_pbtxt(spec: ModelRepositorySpec) -> str:
     return _TEMPLATES.get_template("config.pbtxt.j2").render(
         triton_model_name=contract.TRITON_MODEL_NAME,
@@ -104,7 +81,8 @@ def render_engine_options(spec: ModelRepositorySpec) -> str:
         max_batch_size=plan.engine.max_batch_size if plan else REFERENCE_MAX_BATCH_SIZE,
         max_seq_len=max_seq_len,
         max_tokens_limit=max_seq_len,
-        llm_args=trtllm_llm_args(plan) if plan and spec.engine == "trtllm" else None,
+        # What TrtllmEngine passes to LLM(...), recorded for people reading the pod's files.
+        llm_args=llm_kwargs(plan, spec.weights_dir) if plan and spec.engine == "trtllm" else None,
         plan=plan.model_dump(mode="json", by_alias=True) if plan else None,
         options=dict(spec.extra_options),
     )

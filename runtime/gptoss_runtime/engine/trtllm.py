@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -66,7 +66,6 @@ def llm_kwargs(plan: ServingPlan, weights_dir: Path) -> dict[str, Any]:
         "kv_cache_config": {
             "free_gpu_memory_fraction": engine.kv_cache_free_memory_fraction,
             "dtype": _KV_CACHE_DTYPES[engine.kv_cache_dtype],
-            "enable_block_reuse": True,
         },
         "cuda_graph_config": {
             "enable_padding": engine.cuda_graph_padding,
@@ -150,7 +149,7 @@ class TrtllmEngine:
         llm = tensorrt_llm.LLM(**typed_llm_kwargs(llm_kwargs(plan, weights_dir), config_types))
         return cls(llm, tensorrt_llm.SamplingParams, max_batch_size=plan.engine.max_batch_size)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         """Stream new tokens; the chunk that ends on a stop token carries that token."""
         if self._closed:
             raise RuntimeError("the TensorRT-LLM engine is closed")

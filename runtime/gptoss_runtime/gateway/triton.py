@@ -13,9 +13,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from grpc import RpcError  # type: ignore[import-untyped]
 import numpy as np
 import tritonclient.grpc.aio as grpc_aio
+from grpc import RpcError  # type: ignore[import-untyped]
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 

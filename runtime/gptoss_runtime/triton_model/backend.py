@@ -82,25 +82,32 @@ class TritonPythonModel:
         self._service = GenerationService(
             build_engine(options, tokenizer), tokenizer, self._metrics, max_seq_len=int(options["max_seq_len"])
         )
-        self._refresher: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closing = False
+        # The engine runs on an event loop of the model's own, not on the stub's: the stub's loop stops
+        # running callbacks before `finalize` (measured: a coroutine handed to it from finalize never
+        # ran), and the engine must still be closed there (TensorRT-LLM's MPI workers, for one).
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gpt_oss-engine", daemon=True)
+        self._loop_thread.start()
+        self._refresher = asyncio.run_coroutine_threadsafe(self._refresh_forever(), self._loop)
         pb_utils.Logger.log_info(
             f"gpt_oss: {options['engine']} engine for {options['model_name']} from {options['weights_dir']}"
         )
 
     async def execute(self, requests: list[Any]) -> None:
-        self._start_refresher()
-        await asyncio.gather(*(self._serve(request) for request in requests))
+        """Runs on the stub's loop; each request is served on the engine's loop (the response sender
+        and `is_cancelled` may be used from any thread)."""
+        served = [asyncio.run_coroutine_threadsafe(self._serve(request), self._loop) for request in requests]
+        await asyncio.gather(*(asyncio.wrap_future(future) for future in served))
 
     def finalize(self) -> None:
-        # The stub calls this on its main thread while its event-loop thread no longer runs callbacks
-        # (measured: a coroutine handed over with run_coroutine_threadsafe never ran), so the engine is
-        # closed on a loop of its own, in a helper thread, within a bound well below Triton's exit timeout.
-        self._closing = True
-        if self._loop is not None and self._refresher is not None:
-            self._loop.call_soon_threadsafe(self._refresher.cancel)
-        _close_detached(self._service.engine, self._pb)
+        self._refresher.cancel()
+        closing = asyncio.run_coroutine_threadsafe(self._service.engine.close(), self._loop)
+        try:
+            closing.result(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
+        except Exception as error:  # shutting down: report, never raise
+            self._pb.Logger.log_warn(f"gpt_oss: closing the engine failed: {error!r}")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
         self._metrics.close()
 
     # --- one request -------------------------------------------------------------------------------
@@ -154,30 +161,11 @@ class TritonPythonModel:
 
     # --- gauges ------------------------------------------------------------------------------------
 
-    def _start_refresher(self) -> None:
-        if self._refresher is None:
-            self._loop = asyncio.get_running_loop()
-            self._refresher = self._loop.create_task(self._refresh_forever())
-
     async def _refresh_forever(self) -> None:
-        while not self._closing:
+        while True:
             await asyncio.sleep(METRICS_REFRESH_SECONDS)
             try:
                 self._metrics.refresh(self._service.engine.stats())
                 self._metrics.flush()
             except Exception as error:  # metrics must never take the model down
                 self._pb.Logger.log_warn(f"gpt_oss: metrics refresh failed: {error!r}")
-
-
-def _close_detached(engine: Engine, pb_utils: Any) -> None:
-    def close() -> None:
-        try:
-            asyncio.run(engine.close())
-        except Exception as error:  # shutting down: report, never raise
-            pb_utils.Logger.log_warn(f"gpt_oss: closing the engine failed: {error!r}")
-
-    closer = threading.Thread(target=close, name="gpt_oss-engine-close", daemon=True)
-    closer.start()
-    closer.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
-    if closer.is_alive():
-        pb_utils.Logger.log_warn(f"gpt_oss: the engine did not close within {ENGINE_CLOSE_TIMEOUT_SECONDS:.0f} s")

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,8 +28,9 @@ from gptoss_runtime.checkpoint import (
 from gptoss_runtime.tokenizer import Tokenizer
 
 
-def _config(directory: Path) -> dict:
-    return json.loads((directory / "config.json").read_text())
+def _config(directory: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((directory / "config.json").read_text())
+    return config
 
 
 def test_config_has_the_published_keys_and_names_the_imitated_model(tiny_dir: Path) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from gptoss_runtime.mxfp4 import Mxfp4Error, decode_mxfp4, encode_mxfp4
 
+Floats = npt.NDArray[Any]
 
-def _block(first_bytes: list[int], scale: int) -> tuple[np.ndarray, np.ndarray]:
+
+def _block(first_bytes: list[int], scale: int) -> tuple[Floats, Floats]:
     blocks = np.zeros((1, 16), dtype=np.uint8)
     blocks[0, : len(first_bytes)] = first_bytes
     return blocks, np.array([scale], dtype=np.uint8)

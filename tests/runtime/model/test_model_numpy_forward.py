@@ -8,8 +8,10 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from gptoss_runtime.checkpoint import load_checkpoint_tensors
@@ -17,6 +19,8 @@ from gptoss_runtime.engine import numpy_model
 from gptoss_runtime.engine.numpy_model import GptOssNumpyModel, ModelConfig, Segment, rope_frequencies
 
 # ---- an independent, slow, float64 implementation ----------------------------------------------
+
+Floats = npt.NDArray[Any]
 
 
 def e2m1(code: int) -> float:
@@ -30,21 +34,22 @@ def e2m1(code: int) -> float:
 E2M1 = np.array([e2m1(code) for code in range(16)])
 
 
-def naive_dequantize(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+def naive_dequantize(blocks: Floats, scales: Floats) -> Floats:
     low, high = E2M1[blocks & 0xF], E2M1[blocks >> 4]
     values = np.stack([low, high], axis=-1).reshape(*blocks.shape[:-1], 32)
     values = values * (2.0 ** (scales.astype(np.float64) - 127))[..., None]
-    return values.reshape(*blocks.shape[:-2], -1)
+    result: Floats = values.reshape(*blocks.shape[:-2], -1)
+    return result
 
 
-def naive_yarn(config: dict) -> tuple[np.ndarray, float]:
+def naive_yarn(config: dict[str, Any]) -> tuple[Floats, float]:
     dim, base = config["head_dim"], float(config["rope_theta"])
     scaling = config["rope_scaling"]
     factor, original = scaling["factor"], scaling["original_max_position_embeddings"]
 
     def dim_for(rotations: float) -> float:
         # the dimension whose wavelength fits `rotations` times into the original context
-        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+        return float(dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base)))
 
     low, high = max(dim_for(scaling["beta_fast"]), 0), min(dim_for(scaling["beta_slow"]), dim - 1)
     inv_freq = []
@@ -55,7 +60,7 @@ def naive_yarn(config: dict) -> tuple[np.ndarray, float]:
     return np.array(inv_freq), 0.1 * math.log(factor) + 1
 
 
-def naive_logits(directory: Path, token_ids: list[int]) -> np.ndarray:
+def naive_logits(directory: Path, token_ids: list[int]) -> Floats:
     config = json.loads((directory / "config.json").read_text())
     t = {name: np.asarray(value, dtype=np.float64) for name, value in load_checkpoint_tensors(directory).items()}
     raw = load_checkpoint_tensors(directory)
@@ -63,10 +68,11 @@ def naive_logits(directory: Path, token_ids: list[int]) -> np.ndarray:
     eps, limit, window = config["rms_norm_eps"], config["swiglu_limit"], config["sliding_window"]
     inv_freq, rope_scale = naive_yarn(config)
 
-    def norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        return weight * x / np.sqrt(np.mean(x * x) + eps)
+    def norm(x: Floats, weight: Floats) -> Floats:
+        normed: Floats = weight * x / np.sqrt(np.mean(x * x) + eps)
+        return normed
 
-    def rotate(vector: np.ndarray, position: int) -> np.ndarray:
+    def rotate(vector: Floats, position: int) -> Floats:
         half = dim // 2
         cos = np.cos(position * inv_freq) * rope_scale
         sin = np.sin(position * inv_freq) * rope_scale
@@ -172,7 +178,7 @@ def test_sliding_window_sees_w_positions_including_the_query(
     window = model.config.sliding_window
     tokens = _tokens(window + 1, seed=4)
 
-    def last_logits(sequence: list[int]) -> np.ndarray:
+    def last_logits(sequence: list[int]) -> Floats:
         return model.forward([Segment(sequence, model.new_cache(32))])[0]
 
     base = last_logits(tokens)

@@ -76,7 +76,7 @@ def test_trtllm_stand_in_plan_maps_to_llm_arguments() -> None:
         "max_batch_size": 64,
         "max_num_tokens": 20000,
         "moe_config": {"backend": "TRITON"},
-        "kv_cache_config": {"free_gpu_memory_fraction": 0.85, "dtype": "auto", "enable_block_reuse": True},
+        "kv_cache_config": {"free_gpu_memory_fraction": 0.85, "dtype": "auto"},
         "cuda_graph_config": {"enable_padding": True, "batch_sizes": [1, 2, 4, 8, 16, 32, 64]},
         "enable_iter_perf_stats": True,
     }

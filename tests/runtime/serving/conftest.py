@@ -50,7 +50,7 @@ def wait_until(condition: object, timeout: float, what: str, interval: float = 0
 
 def http_status(url: str) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -132,9 +132,7 @@ def remove_shm_files(pid: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def start_server(
-    work_dir: Path, weights: Path, engine: str, *extra_args: str, wait: bool = True
-) -> ServerProcess:
+def start_server(work_dir: Path, weights: Path, engine: str, *extra_args: str, wait: bool = True) -> ServerProcess:
     work_dir.mkdir(parents=True, exist_ok=True)
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     repository = work_dir / "model-repository"

@@ -1,7 +1,7 @@
 """A local stand-in for the Hugging Face Hub: the few HTTP endpoints `snapshot_download` uses.
 
 Serves one repository at one commit from a folder: revision info, the recursive file tree, and
-`resolve` (HEAD and GET with Range). It records every request, and can fail every request (500) or cut
+`resolve` (HEAD and GET with Range). It records every request, and can fail every request or chosen files, or cut
 the first download of chosen files in the middle (to exercise resume).
 """
 
@@ -32,7 +32,10 @@ class FakeHub:
     requests: list[HubRequest] = field(default_factory=list)
     fail_all: bool = False
     cut_once: set[str] = field(default_factory=set)  # paths whose first GET stops half-way
-    fail_paths: set[str] = field(default_factory=set)  # paths answered with 500
+    fail_paths: set[str] = field(default_factory=set)  # paths answered with `fail_status`
+    # 501: a server error that huggingface_hub does not retry by itself (it retries 5xx such as 500 for
+    # about 20 s), so that the tests exercise the fetcher's own retries quickly.
+    fail_status: int = 501
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -52,7 +55,7 @@ class FakeHub:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def do_GET(self) -> None:
@@ -75,12 +78,10 @@ class FakeHub:
     def _handle(self, handler: BaseHTTPRequestHandler, *, head: bool) -> None:
         path = unquote(urlsplit(handler.path).path)
         self.requests.append(
-            HubRequest(
-                handler.command, path, handler.headers.get("Range"), handler.headers.get("Authorization")
-            )
+            HubRequest(handler.command, path, handler.headers.get("Range"), handler.headers.get("Authorization"))
         )
         if self.fail_all:
-            self._send_json(handler, {"error": "internal error"}, status=500, head=head)
+            self._send_json(handler, {"error": "server error"}, status=self.fail_status, head=head)
             return
         api_prefix = f"/api/models/{self.repo}/"
         resolve_prefix = f"/{self.repo}/resolve/"
@@ -91,7 +92,7 @@ class FakeHub:
         elif path.startswith(resolve_prefix):
             _revision, _, file_path = path[len(resolve_prefix) :].partition("/")
             if file_path in self.fail_paths:
-                self._send_json(handler, {"error": "internal error"}, status=500, head=head)
+                self._send_json(handler, {"error": "server error"}, status=self.fail_status, head=head)
                 return
             self._send_file(handler, file_path, head=head)
         else:
@@ -109,9 +110,7 @@ class FakeHub:
         entries: list[dict[str, object]] = []
         for name in self.files():
             data = (self.files_dir / name).read_bytes()
-            entries.append(
-                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}  # noqa: S324
-            )
+            entries.append({"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
         return entries
 
     def _send_json(

@@ -20,7 +20,7 @@ from gptoss_runtime.fetch import FetchError, FetchOptions, fetch
 
 REPO = "openai/gpt-oss-20b"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-TOKEN = "hf_test_secret_token_value"  # noqa: S105
+TOKEN = "hf_test_secret_token_value"
 SHARD = "model-00000-of-00001.safetensors"
 
 

@@ -83,7 +83,7 @@ def test_changed_file_fails_the_manifest_check(tiny_weights: Path, tmp_path: Pat
     tokenizer = weights / "tokenizer_config.json"
     tokenizer.write_text(tokenizer.read_text().replace("{", "{ ", 1))
 
-    with pytest.raises(LaunchError, match="tokenizer_config.json"):
+    with pytest.raises(LaunchError, match=r"tokenizer_config\.json"):
         prepare(ServeOptions(weights=weights, engine="reference", model_repository=tmp_path / "r"))
 
 
@@ -93,7 +93,9 @@ def test_marker_is_required_when_asked(tiny_weights: Path, tmp_path: Path) -> No
     with pytest.raises(LaunchError, match=contract.WEIGHTS_COMPLETE_MARKER):
         prepare(options)
 
-    (weights / contract.WEIGHTS_COMPLETE_MARKER).write_text(json.dumps({"repo": "openai/gpt-oss-20b", "revision": "abc"}))
+    (weights / contract.WEIGHTS_COMPLETE_MARKER).write_text(
+        json.dumps({"repo": "openai/gpt-oss-20b", "revision": "abc"})
+    )
     argv, _ = prepare(options)
     assert any(arg.startswith("--model-repository=") for arg in argv)
 
@@ -149,7 +151,9 @@ def test_trtllm_repository_carries_the_plan(tiny_weights: Path, tmp_path: Path) 
 def test_config_declares_every_tensor_of_the_schema(tmp_path: Path) -> None:
     from gptoss_runtime.triton_model import schema
 
-    config = render_config_pbtxt(ModelRepositorySpec(engine="reference", weights_dir=tmp_path, model_name="gpt-oss-20b"))
+    config = render_config_pbtxt(
+        ModelRepositorySpec(engine="reference", weights_dir=tmp_path, model_name="gpt-oss-20b")
+    )
     for tensor in (*schema.INPUTS, *schema.OUTPUTS):
         assert f'name: "{tensor.name}"' in config
     assert "KIND_CPU" in config

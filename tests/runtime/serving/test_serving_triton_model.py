@@ -51,10 +51,10 @@ async def test_stop_string_cuts_the_answer(scripted_server: ServerProcess) -> No
 
 def test_http_generate_stream_serves_text_input(scripted_server: ServerProcess) -> None:
     body = json.dumps({"text_input": "Hello", "max_tokens": 300, "reasoning_effort": "low"}).encode()
-    request = urllib.request.Request(  # noqa: S310
+    request = urllib.request.Request(
         f"{scripted_server.http_url}/v2/models/gpt_oss/generate_stream", data=body, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:
         events = [json.loads(line[len(b"data: ") :]) for line in response if line.startswith(b"data: ")]
 
     answer = "".join(event["text_output"] for event in events if event["channel"] == "final")

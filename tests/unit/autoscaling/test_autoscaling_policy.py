@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from gptoss_operator.autoscaling.policy import (
+    RUNNING_TARGET_FRACTION,
     SIGNAL_KV_CACHE,
     SIGNAL_RUNNING,
     SIGNAL_TTFT,
@@ -22,6 +23,7 @@ from gptoss_operator.autoscaling.policy import (
     ScaleEvent,
     Targets,
     decide,
+    default_running_target,
 )
 from gptoss_operator.autoscaling.signals import Histogram, ReplicaSignals
 
@@ -338,3 +340,28 @@ def test_status_entry() -> None:
 def test_bad_config_names_the_field(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ metric-label codes
+@pytest.mark.parametrize(
+    ("current", "signals", "code"),
+    [
+        (2, fleet(8, 8), "requests_waiting"),
+        (2, fleet(0, 0), "requests_waiting"),  # the scale-down's driving signal
+        (2, fleet(4, 4), "within_tolerance"),
+        (2, [ReplicaSignals(pod="p", ready=True)], "missing_metrics"),
+        (2, [], "no_ready_replicas"),
+        (3, fleet(0, 0), "replicas_starting"),
+        (0, [], "min_replicas"),
+        (11, fleet(*[4] * 11), "max_replicas"),
+    ],
+)
+def test_decision_codes_for_metric_labels(current: int, signals: list[ReplicaSignals], code: str) -> None:
+    assert decide(NOW, current, signals, DecisionHistory(), PLAIN).code == code
+
+
+def test_default_running_target_leaves_headroom_below_the_batch_limit() -> None:
+    assert default_running_target(64) == pytest.approx(64 * RUNNING_TARGET_FRACTION)
+    assert 0 < RUNNING_TARGET_FRACTION < 1
+    with pytest.raises(ValueError, match="max_batch_size"):
+        default_running_target(0)

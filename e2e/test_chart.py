@@ -1,0 +1,209 @@
+"""The Helm chart against the real API server: lint, install, upgrade, uninstall, and the operator running
+with exactly the chart's RBAC (a kubeconfig holding a token of the chart's ServiceAccount), so a missing
+permission fails a test.
+
+The chart's operator pod itself runs under kwok (no container): it proves the pod passes Pod Security
+`restricted` admission. The real operator process runs locally with the ServiceAccount's identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Kubectl
+from operator_process import OperatorProcess, Volumes, condition, load_sample, wait_for_condition
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "charts" / "gpt-oss-operator"
+CRD_NAME = "gptossdeployments.gptoss.io"
+CRD_FILE = REPO / "crds" / f"{CRD_NAME}.yaml"
+CACHE = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
+
+
+def helm_binary() -> str:
+    if os.environ.get("HELM"):
+        return os.environ["HELM"]
+    versions = (REPO / "e2e" / "cluster" / "versions.env").read_text()
+    match = re.search(r"^HELM_VERSION=(\S+)", versions, re.MULTILINE)
+    pinned = CACHE / "bin" / f"helm-{match.group(1)}" / "helm" if match else None
+    if pinned is not None and pinned.exists():
+        return str(pinned)
+    found = shutil.which("helm")
+    if found:
+        return found
+    pytest.fail("helm is not built: run `make cluster-up` (it builds helm into ~/.cache/gpt-oss-operator/bin/)")
+
+
+class Helm:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [helm_binary(), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+@pytest.fixture
+def helm(kubeconfig: Path) -> Helm:
+    return Helm(kubeconfig)
+
+
+@pytest.fixture
+def crd_adoptable(kubectl: Kubectl) -> None:
+    """The CRD exists (other tests apply it with kubectl); mark it so that any release may adopt it."""
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-chart", "-f", str(CRD_FILE))
+    kubectl.wait(f"crd/{CRD_NAME}", "condition=Established", 60)
+
+
+def adopt_crd(kubectl: Kubectl, release: str, namespace: str) -> None:
+    kubectl("label", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    kubectl(
+        "annotate",
+        "crd",
+        CRD_NAME,
+        f"meta.helm.sh/release-name={release}",
+        f"meta.helm.sh/release-namespace={namespace}",
+        "--overwrite",
+    )
+
+
+def service_account_kubeconfig(kubectl: Kubectl, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the same API server that authenticates as the ServiceAccount (and only that)."""
+    config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    cluster = dict(config["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:  # inline it: the token kubeconfig must stand alone
+        import base64
+
+        ca = Path(cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    token = kubectl("create", "token", account, "--namespace", namespace, "--duration=1h").strip()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "e2e", "cluster": cluster}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": account, "namespace": namespace}}],
+                "current-context": "e2e",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def release_name(namespace: str) -> str:
+    return f"gptoss-{namespace[-6:]}"
+
+
+@pytest.fixture
+def release(helm: Helm, namespace: str, kubectl: Kubectl) -> Iterator[str]:
+    name = release_name(namespace)
+    yield name
+    helm("uninstall", name, "--namespace", namespace, "--wait", check=False)
+    kubectl(
+        "delete", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={name}", "--ignore-not-found"
+    )
+
+
+def forbidden_requests(operator: OperatorProcess) -> float:
+    return operator.counter("gptoss_operator_api_requests_total", code="403")
+
+
+def test_lint(helm: Helm) -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def run_sample_with_chart_rbac(
+    kubectl: Kubectl,
+    namespace: str,
+    account: str,
+    watch: list[str],
+    tmp_path: Path,
+    kubeconfig: Path,
+) -> None:
+    token_config = service_account_kubeconfig(kubectl, namespace, account, tmp_path / "sa.kubeconfig")
+    kubectl_ns = kubectl.in_namespace(namespace)
+    volumes = Volumes(kubectl, namespace)
+    try:
+        with OperatorProcess(token_config, watch, tmp_path / "operator.log") as operator:
+            kubectl_ns.apply(load_sample("gpt-oss-20b.yaml"))
+            cr = wait_for_condition(kubectl_ns, "gpt-oss-20b", "Ready", "True", volumes=volumes, operator=operator)
+            assert condition(cr, "CapacityAvailable")["status"] == "True"  # nodes and pods were readable
+            kubectl_ns("scale", "gptoss/gpt-oss-20b", "--replicas=2")
+            wait_for_condition(kubectl_ns, "gpt-oss-20b", "Ready", "True", volumes=volumes, operator=operator)
+            assert forbidden_requests(operator) == 0, operator.logs()
+            assert "Forbidden" not in operator.logs() and "Not enough permissions" not in operator.logs()
+            kubectl_ns("delete", "gptoss", "gpt-oss-20b", "--wait=true", timeout=60)
+    finally:
+        volumes.delete_all()
+
+
+def test_install_upgrade_uninstall_with_cluster_wide_rbac(
+    helm: Helm, kubectl: Kubectl, namespace: str, release: str, crd_adoptable: None, tmp_path: Path, kubeconfig: Path
+) -> None:
+    adopt_crd(kubectl, release, namespace)
+    helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "180s")
+    fullname = f"{release}-gpt-oss-operator"
+    deployment = kubectl.json("get", "deployment", fullname, "--namespace", namespace)
+    assert deployment["status"].get("availableReplicas") == 1  # its pod passed Pod Security "restricted"
+    crd = kubectl.json("get", "crd", CRD_NAME)
+    if (CHART / "files" / "crds").exists():
+        assert crd["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
+
+    run_sample_with_chart_rbac(kubectl, namespace, fullname, [], tmp_path, kubeconfig)
+
+    helm("upgrade", release, str(CHART), "--namespace", namespace, "--set", "operator.logLevel=DEBUG", "--wait")
+    container = kubectl.json("get", "deployment", fullname, "--namespace", namespace)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "GPTOSS_LOG_LEVEL", "value": "DEBUG"} in container["env"]
+
+    helm("uninstall", release, "--namespace", namespace, "--wait")
+    leftovers = kubectl(
+        "get", "deployment,serviceaccount,service,clusterrole,clusterrolebinding",
+        "--all-namespaces", "-l", f"app.kubernetes.io/instance={release}", "-o", "name",
+    )  # fmt: skip
+    assert leftovers.strip() == ""
+    assert kubectl.run("get", "crd", CRD_NAME, check=False).returncode == 0  # kept on uninstall
+
+
+def test_namespaced_rbac_is_enough_for_a_namespaced_operator(
+    helm: Helm, kubectl: Kubectl, namespace: str, release: str, crd_adoptable: None, tmp_path: Path, kubeconfig: Path
+) -> None:
+    helm(
+        "install", release, str(CHART), "--namespace", namespace,
+        "--set", "crds.enabled=false", "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    fullname = f"{release}-gpt-oss-operator"
+    roles = kubectl.json("get", "roles", "--namespace", namespace, "-l", f"app.kubernetes.io/instance={release}")
+    assert [r["metadata"]["name"] for r in roles["items"]] == [fullname]
+    account = f"system:serviceaccount:{namespace}:{fullname}"
+    can_cluster_wide = kubectl.run("auth", "can-i", "list", "gptossdeployments", "--all-namespaces", "--as", account)
+    assert can_cluster_wide.stdout.strip() == "no"
+    cannot_secrets = kubectl.run(
+        "auth", "can-i", "get", "secrets", "--namespace", namespace, "--as", account, check=False
+    )
+    assert cannot_secrets.stdout.strip() == "no"
+
+    run_sample_with_chart_rbac(kubectl, namespace, fullname, [namespace], tmp_path, kubeconfig)

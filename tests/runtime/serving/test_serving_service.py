@@ -1,0 +1,149 @@
+"""The `gpt_oss` model's request handling without Triton: validation, stop strings, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gptoss_runtime.harmony import ChatMessage
+from gptoss_runtime.metrics import RecordingMetrics
+from gptoss_runtime.tokenizer import Tokenizer
+from gptoss_runtime.triton_model.scripted import DEFAULT_ANALYSIS, DEFAULT_FINAL, ENDLESS_TRIGGER, ScriptedEngine
+from gptoss_runtime.triton_model.service import (
+    ClientCancelledError,
+    GenerationService,
+    InputError,
+    ModelRequest,
+    StopMatcher,
+    parse_request,
+)
+
+
+def getter(**inputs: Any) -> Any:
+    arrays = {}
+    for name, value in inputs.items():
+        if isinstance(value, str):
+            arrays[name] = np.array([value.encode()], dtype=np.object_)
+        elif isinstance(value, list):
+            arrays[name] = np.array([item.encode() for item in value], dtype=np.object_)
+        else:
+            arrays[name] = np.array([value])
+    return arrays.get
+
+
+def parse(**inputs: Any) -> ModelRequest:
+    return parse_request(getter(**inputs), max_tokens_limit=1000, default_reasoning_effort="medium")
+
+
+def test_parse_request_reads_every_input() -> None:
+    request = parse(
+        messages=json.dumps([{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]),
+        max_tokens=20,
+        temperature=0.5,
+        top_p=0.9,
+        seed=11,
+        reasoning_effort="high",
+        stop=["\n\n", "END"],
+    )
+
+    assert request.messages == (ChatMessage("developer", "Be brief."), ChatMessage("user", "Hi"))
+    assert (request.max_tokens, request.temperature, request.top_p, request.seed) == (20, 0.5, pytest.approx(0.9), 11)
+    assert request.reasoning_effort == "high" and request.stop == ("\n\n", "END")
+
+
+def test_defaults_fill_what_is_absent() -> None:
+    request = parse(text_input="Hi")
+
+    assert request.messages == (ChatMessage("user", "Hi"),)
+    assert request.max_tokens == 1000 and request.reasoning_effort == "medium" and request.seed is None
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        ({"text_input": "a", "max_tokens": 1001}, "max_tokens"),
+        ({"messages": "{}"}, "messages"),
+        ({"messages": json.dumps([{"role": "user"}])}, "messages[0].content"),
+        ({"messages": json.dumps([{"role": "user", "content": "x", "name": 5}])}, "messages[0].name"),
+        ({"text_input": "a", "stop": ["", "x"]}, "stop"),
+    ],
+)
+def test_bad_inputs_name_the_field(inputs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as refused:
+        parse(**inputs)
+    assert refused.value.field == field
+
+
+def test_stop_matcher_holds_back_a_possible_start_and_cuts_at_the_match() -> None:
+    matcher = StopMatcher(["END"])
+
+    assert matcher.feed("Hello E") == "Hello "
+    assert matcher.feed("N") == ""
+    assert matcher.feed("D and more") == ""
+    assert matcher.stopped
+
+
+def test_stop_matcher_releases_text_that_did_not_become_a_stop() -> None:
+    matcher = StopMatcher(["END"])
+
+    assert matcher.feed("The E") == "The "
+    assert matcher.feed("ND? no: ENx") == ""  # "END" matched across the chunks
+    assert matcher.stopped
+    other = StopMatcher(["END"])
+    assert other.feed("ab E") == "ab "
+    assert other.feed("x") == "Ex"
+    assert other.flush() == ""
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    from gptoss_runtime.checkpoint import make_tiny_checkpoint
+
+    return Tokenizer.from_dir(make_tiny_checkpoint(Path(tmp_path_factory.mktemp("tiny")) / "w"))
+
+
+async def test_service_separates_channels_and_counts(tokenizer: Tokenizer) -> None:
+    metrics = RecordingMetrics()
+    service = GenerationService(ScriptedEngine.from_options(tokenizer, {}), tokenizer, metrics, max_seq_len=1024)
+
+    steps = [step async for step in service.stream("r1", parse(text_input="Hi"), lambda: False)]
+
+    assert "".join(s.text for s in steps if s.channel == "analysis") == DEFAULT_ANALYSIS
+    assert "".join(s.text for s in steps if s.channel == "final") == DEFAULT_FINAL
+    assert steps[-1].finish_reason == "stop"
+    assert metrics.outcomes == {"success": 1, "error": 0, "cancelled": 0}
+    assert metrics.generated_tokens_total == steps[-1].completion_tokens
+    assert len(metrics.first_token_seconds) == 1
+
+
+async def test_service_cancels_the_engine_request_when_the_client_is_gone(tokenizer: Tokenizer) -> None:
+    metrics = RecordingMetrics()
+    engine = ScriptedEngine.from_options(tokenizer, {"scripted_token_delay_s": 0.01})
+    service = GenerationService(engine, tokenizer, metrics, max_seq_len=4096, cancel_poll_seconds=0.01)
+    client_gone = asyncio.Event()
+
+    received = 0
+    with pytest.raises(ClientCancelledError):
+        async for _ in service.stream("r2", parse(text_input=ENDLESS_TRIGGER, max_tokens=900), client_gone.is_set):
+            received += 1
+            if received == 3:
+                client_gone.set()
+
+    assert engine.cancelled_request_ids == ["r2"]
+    assert engine.stats().requests_running == 0
+    assert metrics.outcomes["cancelled"] == 1
+
+
+async def test_a_prompt_longer_than_the_model_takes_is_refused(tokenizer: Tokenizer) -> None:
+    service = GenerationService(
+        ScriptedEngine.from_options(tokenizer, {}), tokenizer, RecordingMetrics(), max_seq_len=16
+    )
+
+    with pytest.raises(InputError, match="prompt has"):
+        async for _ in service.stream("r3", parse(text_input="Hi"), lambda: False):
+            pass

@@ -44,8 +44,12 @@ cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cach
 	e2e/cluster/build.sh
 	e2e/cluster/up.sh
 
-cluster-down: ## delete the local kwok cluster (binaries stay cached)
+cluster-down: ## stop the demo's operator process and delete the local kwok cluster (binaries stay cached)
+	if [[ -x $(BIN)/python ]]; then $(BIN)/python e2e/demo.py stop; fi
 	e2e/cluster/down.sh
+
+demo: cluster-up ## the samples Ready on the local cluster: chart installed, operator running (nodes simulated by kwok)
+	$(BIN)/python e2e/demo.py up
 
 e2e-tools: ## helm + upstream CRDs (KEDA, prometheus-operator) into ~/.cache/gpt-oss-operator
 	e2e/cluster/build.sh helm

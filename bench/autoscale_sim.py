@@ -46,7 +46,9 @@ for _package_root in (_REPO / "operator", _REPO / "runtime"):
     if str(_package_root) not in sys.path:
         sys.path.insert(0, str(_package_root))
 
+from gptoss_operator.api import AutoscalingSpec  # noqa: E402
 from gptoss_operator.autoscaling import capacity, policy  # noqa: E402
+from gptoss_operator.autoscaling.config import policy_config  # noqa: E402
 from gptoss_operator.autoscaling.signals import Histogram, ReplicaSignals  # noqa: E402
 from gptoss_runtime.contract import TIME_TO_FIRST_TOKEN_BUCKETS  # noqa: E402
 
@@ -208,7 +210,7 @@ def static_controller(view: View) -> int:
 
 @dataclass
 class OperatorController:
-    """The project's policy with its defaults; only deployment facts (bounds, batch size) are set."""
+    """The project's policy with the spec's defaults; only deployment facts (bounds, batch size) are set."""
 
     profile: ModelProfile
     min_replicas: int
@@ -218,12 +220,10 @@ class OperatorController:
     capped: int = 0
 
     def __post_init__(self) -> None:
-        targets = policy.Targets(
-            requests_running_per_replica=policy.default_running_target(self.profile.concurrency_limit)
-        )
-        self.config = policy.PolicyConfig(
-            min_replicas=self.min_replicas, max_replicas=self.profile.max_replicas, targets=targets
-        )
+        # A GptOssDeployment that sets only enabled, minReplicas and maxReplicas: every other value is the
+        # spec's default, mapped by the same adapter the operator uses.
+        spec = AutoscalingSpec(enabled=True, min_replicas=self.min_replicas, max_replicas=self.profile.max_replicas)
+        self.config = policy_config(spec, max_batch_size=self.profile.concurrency_limit)
         self.bounds = tuple(TIME_TO_FIRST_TOKEN_BUCKETS)
 
     def __call__(self, view: View) -> int:
@@ -315,7 +315,9 @@ class HpaQueueRatioController:
         raw = self._raw(metric, ready, current - ready, current)
         self.recommendations = [(t, r) for t, r in self.recommendations if t > now - self.scale_down_window]
         self.recommendations.append((now, raw))
-        stabilized = min(raw, max(r for _, r in self.recommendations)) if raw < current else raw
+        # HPA stabilization: scale-up window 0 s (raw), scale-down to the highest recommendation of 300 s.
+        highest = max(r for _, r in self.recommendations)
+        stabilized = raw if raw >= current else min(current, highest)
         desired = self._rate_limited(now, current, stabilized)
         desired = min(self.profile.max_replicas, max(self.min_replicas, desired))
         if desired != current:

@@ -39,7 +39,7 @@ create_cluster() {
   # Every binary is a local path, so kwokctl links them and downloads nothing.
   # Admission stays on (kube-apiserver's default plugins, PodSecurity included); the controller manager
   # runs its default controller set ("*": garbage collector, deployment, replicaset, job, namespace, ...).
-  "$KWOK_BIN/kwokctl" create cluster \
+  "$KWOK_BIN/kwokctl" --config "$HERE/kwokctl.yaml" create cluster \
     --name "$GPTOSS_CLUSTER_NAME" \
     --runtime binary \
     --kubeconfig "$KUBECONFIG" \

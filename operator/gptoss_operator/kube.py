@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from importlib.metadata import version
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode
 
@@ -40,6 +41,7 @@ Json = dict[str, Any]
 ANNOTATION_APPLIED_HASH: Final = f"{names.GROUP}/applied-hash"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
+REPLACEABLE_KINDS: Final = frozenset({"Job"})  # immutable pod template: replace instead of update
 TRANSIENT_CODES: Final = frozenset({409, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_SECONDS: Final = 5.0
 MAX_BACKOFF_SECONDS: Final = 60.0
@@ -306,7 +308,9 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient(without_client_retries(configuration)), **kwargs)
+        api_client = client.ApiClient(without_client_retries(configuration))
+        api_client.user_agent = f"{names.FIELD_MANAGER}/{version('gpt-oss-operator')}"
+        return cls(api_client, **kwargs)
 
     # ------------------------------------------------------------------------------ transport
     def request(
@@ -429,6 +433,14 @@ class Kube:
         )
         return result or {}
 
+    def scale(self, namespace: str, name: str, replicas: int) -> Json:
+        """Set a GptOssDeployment's replicas through its scale subresource (as `kubectl scale` does)."""
+        body = {"spec": {"replicas": replicas}}
+        result = self.request(
+            "patch", "PATCH", GPTOSS.path(namespace, name, "scale"), body=body, content_type=MERGE_CONTENT_TYPE
+        )
+        return result or {}
+
     def emit_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (best effort: a failure is logged, never raised)."""
         meta = involved.get("metadata") or {}
@@ -491,7 +503,7 @@ class Kube:
             manifest = with_applied_hash(child)
             key = object_key(manifest)
             if needs_apply(manifest, live.get(key)):
-                live[key] = self.apply(manifest)
+                live[key] = self._apply_or_replace(manifest, live.get(key))
                 applied.append(key)
         wanted = {object_key(child) for child in desired}
         pruned: list[tuple[str, str]] = []
@@ -501,6 +513,17 @@ class Kube:
                 del live[key]
                 pruned.append(key)
         return SyncResult(tuple(applied), tuple(pruned), live)
+
+    def _apply_or_replace(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> Json:
+        """Apply; a Job whose (immutable) pod template changed is deleted so the next attempt recreates it."""
+        try:
+            return self.apply(manifest)
+        except ApiError as error:
+            if error.code != 422 or manifest.get("kind") not in REPLACEABLE_KINDS or live is None:
+                raise
+            log.info("%s %s changed an immutable field; deleting it to recreate", manifest["kind"], object_key(live)[1])
+            self.delete(live)
+            raise TransientApiError(error.verb, error.path, 422, "recreating after an immutable change", 2.0) from error
 
 
 def _error_message(raw: bytes | None) -> str:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from gptoss_operator import builders, metrics, names, planner, status
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.autoscaling import capacity as capacity_math
-from gptoss_operator.kube import GPTOSS, ApiError, Kube, ResourceType, resource_type
+from gptoss_operator.kube import GPTOSS, ApiError, Kube, ResourceType, TransientApiError, resource_type
 from gptoss_operator.settings import OperatorSettings
 from gptoss_runtime.plan import ServingPlan
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
+MAX_CONFLICT_RETRIES = 3  # immediate re-runs of a triggered reconcile that lost a write race (HTTP 409)
 # Optional kinds: listed and applied only where the cluster serves them.
 OPTIONAL_APIS = {"PodMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
 
@@ -114,6 +115,7 @@ class Reconciler:
 
     def _drain(self, key: tuple[str, str]) -> None:
         lock = self._lock_for(key)
+        attempts = 0
         while True:
             if not lock.acquire(blocking=False):
                 return  # the holder drains after it finishes
@@ -124,8 +126,15 @@ class Reconciler:
                     self._dirty.discard(key)
                 try:
                     self._reconcile_once(*key)
+                except TransientApiError as error:
+                    if error.code == 409 and attempts < MAX_CONFLICT_RETRIES:  # lost a race: go again now
+                        attempts += 1
+                        with self._guard:
+                            self._dirty.add(key)
+                    else:
+                        log.warning("reconcile of %s/%s failed (the resync retries): %s", key[0], key[1], error)
                 except Exception as error:  # a trigger has no caller to tell; the resync retries
-                    log.warning("reconcile of %s/%s failed: %s", key[0], key[1], error)
+                    log.warning("reconcile of %s/%s failed (the resync retries): %s", key[0], key[1], error)
             finally:
                 lock.release()
 

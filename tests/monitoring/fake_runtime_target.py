@@ -12,13 +12,14 @@ import math
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from gptoss_runtime import contract
 
 MODEL = "gpt-oss-20b"
 TRITON_MODEL = contract.TRITON_MODEL_NAME
 GPUS = ("GPU-3f1c2a9e-0000-0000-0000-000000000001",)
-GPU_MEMORY_BYTES = 85_520_809_984  # an H100 80GB HBM3
+GPU_MEMORY_BYTES = 85_520_809_984  # an H100 80GB HBM3, as Triton reports it
 
 Family = Callable[[str, str, str, list[tuple[str, float]]], None]
 
@@ -57,7 +58,7 @@ class RuntimeSimulation:
         self.ttft_counts[index] += 1
         self.ttft_sum += seconds
 
-    def exposition(self, gpu_only: bool = False) -> str:
+    def exposition(self) -> str:
         lines: list[str] = []
         m = f'model="{MODEL}"'
         t = f'model="{TRITON_MODEL}",version="1"'
@@ -68,9 +69,6 @@ class RuntimeSimulation:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{{{labels}}} {value}" for labels, value in samples)
 
-        if gpu_only:
-            self._gpu_families(family, wave)
-            return "\n".join(lines) + "\n"
         family(contract.METRIC_REQUESTS_RUNNING, "gauge", "Sequences being generated now.", [(m, 3 + self.step % 4)])
         family(contract.METRIC_REQUESTS_WAITING, "gauge", "Requests admitted, not scheduled.", [(m, self.step % 3)])
         family(contract.METRIC_KV_CACHE_UTILIZATION, "gauge", "KV cache in use (0..1).", [(m, round(wave, 4))])
@@ -119,10 +117,15 @@ class RuntimeSimulation:
         )
 
 
+# The GPU series of a real Triton on an H100 (captured on the project's GPU machine).
+CAPTURED_GPU_METRICS = Path(__file__).parent / "data" / "triton-2.51-h100-gpu.prom"
+
+
 class FakeRuntimeTarget:
     """Serves a `RuntimeSimulation` on 127.0.0.1:<free port>/metrics until `close()`.
 
-    With `gpu_only`, only the GPU series (what a GPU pod's Triton adds and a CPU-only Triton lacks).
+    With `gpu_only`, only the GPU series (what a GPU pod's Triton adds and a CPU-only Triton lacks),
+    exactly as a real Triton printed them on an H100 (CAPTURED_GPU_METRICS).
     """
 
     def __init__(self, gpu_only: bool = False) -> None:
@@ -134,9 +137,12 @@ class FakeRuntimeTarget:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
                     return
-                with simulation.lock:
-                    simulation.advance()
-                    body = simulation.exposition(gpu_only).encode()
+                if gpu_only:
+                    body = CAPTURED_GPU_METRICS.read_bytes()
+                else:
+                    with simulation.lock:
+                        simulation.advance()
+                        body = simulation.exposition().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))

@@ -8,7 +8,8 @@ relabeling that gives series their `namespace` / `gptoss_deployment` labels is e
 Every test runs against two sources of runtime metrics:
 - `reference-triton`: the real `gptoss-runtime serve` (tritonserver, the gpt_oss model, the reference
   engine on CPU, a tiny checkpoint) under a small bounded load (tests/monitoring/triton_runtime_target.py),
-  plus a stand-in for the GPU series that only a GPU pod's Triton exports;
+  plus the GPU series that only a GPU pod's Triton exports, as a real Triton printed them on an H100
+  (tests/monitoring/data/triton-2.51-h100-gpu.prom);
 - `simulated-runtime`: two simulated pods (tests/monitoring/fake_runtime_target.py) with realistic,
   non-zero values everywhere (KV cache, waiting requests, errors), so that plausibility can be checked.
 The operator target is `gptoss_operator.metrics.start_metrics_server`, fed like a busy operator.
@@ -303,14 +304,17 @@ def test_rates_and_percentiles_are_plausible(stack: Stack) -> None:
     assert positive("gptoss_deployment:gptoss_generated_tokens:rate1m") > 0
     assert 0 < positive("gptoss_deployment:gptoss_time_to_first_token_seconds:p50") < 16
     assert 0 < positive("gptoss_deployment:nv_inference_request_duration_seconds:mean5m") < 60
-    assert 0 < positive("gptoss_deployment:nv_gpu_utilization:avg") <= 1
     assert positive("gptoss_deployment:gptoss_operator_replicas_unavailable:max") == 1
-    kv = _data(stack, "gptoss_deployment:gptoss_kv_cache_utilization_ratio:max")
-    assert 0 <= float(kv[0]["value"][1]) <= 1
+    for ratio in ("gptoss_kv_cache_utilization_ratio:max", "nv_gpu_utilization:avg"):
+        value = float(_data(stack, f"gptoss_deployment:{ratio}")[0]["value"][1])
+        assert 0 <= value <= 1, ratio
+    memory = _data(stack, "gptoss_deployment:nv_gpu_memory_total_bytes:sum")
+    assert float(memory[0]["value"][1]) >= 85_520_809_984  # at least one H100 80GB
     if stack.source == SIMULATED:
         # Each scrape of either pod finishes 4 requests: about 8 per second per pod, 16 in all.
         assert 4 < positive(f'sum(rate(gptoss_requests_total{{gptoss_deployment="{DEPLOYMENT}"}}[5s]))') < 40
         assert 0.05 < positive("gptoss_deployment:gptoss_time_to_first_token_seconds:p50") < 0.5
+        assert 0 < positive("gptoss_deployment:nv_gpu_utilization:avg") <= 1
 
 
 @pytest.mark.parametrize("query", _dashboard_queries(), ids=str)

@@ -66,8 +66,8 @@ per-namespace Roles (watchNamespaces). Exactly the verbs the operator uses:
   status: patch; scale: get/patch (the autoscaler);
 - children: list (prune, observe) and watch (Kopf re-triggers on change) for the kinds it watches,
   create+patch (server-side apply creates or updates), delete (prune);
-- events: create (and patch, for aggregation by the server);
-- pods: list/watch in the namespace (status, autoscaler signals).
+- events: create (and patch, for aggregation by the server).
+Nodes and pods are read cluster-wide (rbac.yaml): free GPUs count every tenant's pods.
 */}}
 {{- define "gpt-oss-operator.namespacedRules" -}}
 - apiGroups: ["gptoss.io"]

@@ -4,9 +4,10 @@
 - `scrape`: fetch that text from a pod (the package's only I/O).
 - `policy`: the decision function, `decide(...) -> Decision` (pure; time is an input).
 - `capacity`: free GPUs that match the deployment, replicas that fit, the cap (pure).
+- `config`: the spec's `autoscaling` section as the policy's `PolicyConfig` (pure).
 
-The walls of the house apply: `signals`, `policy` and `capacity` import neither kopf nor the Kubernetes
-client and read neither clocks nor the environment.
+The walls of the house apply: everything but `scrape` is pure: no kopf, no Kubernetes client, no clock,
+no environment.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """How many replicas the cluster can really schedule (pure, over node and pod dicts as the API returns them).
 
+The dicts are the API server's JSON (camelCase keys: `spec.nodeName`, `status.allocatable`), e.g. a raw
+list response or `ApiClient().sanitize_for_serialization(obj)`; the Kubernetes client's `to_dict()` uses
+snake_case attribute names and does not fit.
+
 A replica needs `gpus_per_replica` GPUs on one node (a TP2 replica never splits across nodes). A node
 counts when the deployment's pods could land there: it carries the GPU product, matches the node selector
 and the required node affinity, its NoSchedule/NoExecute taints are tolerated, and it is Ready and not

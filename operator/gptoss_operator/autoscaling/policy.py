@@ -266,8 +266,9 @@ def decide(
 ) -> Decision:
     """The desired replica count for a fleet of `current_replicas` that reported `signals` at `now`.
 
-    `signals` holds one entry per server pod that exists (ready or not); pods that `current_replicas`
-    asks for but that do not exist yet count as starting.
+    `signals` holds one entry per server pod that exists (ready or not), leaving out pods being deleted
+    (they are not ready and would block every scale-down); pods that `current_replicas` asks for but that
+    do not exist yet count as starting.
     """
     if current_replicas < config.min_replicas:
         return Decision(
@@ -322,8 +323,7 @@ def _scale_up(now: float, base: Decision, stabilized: int, history: DecisionHist
         desired, limited = config.max_replicas, [*limited, "maxReplicas"]
     desired = max(desired, base.current)
     direction = Direction.UP if desired > base.current else Direction.NONE
-    verb = "scale up" if direction is Direction.UP else "stay"
-    reason = f"{verb} {base.current} -> {desired}: {_driver_words(base, config)}{_limit_words(limited, base, config)}"
+    reason = _move_reason("scale up", base, desired, limited, config)
     code = _driver(base)
     return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited), code=code)
 
@@ -349,8 +349,7 @@ def _scale_down(
         desired, limited = config.min_replicas, [*limited, "minReplicas"]
     desired = min(desired, base.current)
     direction = Direction.DOWN if desired < base.current else Direction.NONE
-    verb = "scale down" if direction is Direction.DOWN else "stay"
-    reason = f"{verb} {base.current} -> {desired}: {_driver_words(base, config)}{_limit_words(limited, base, config)}"
+    reason = _move_reason("scale down", base, desired, limited, config)
     code = _driver(base)
     return replace(base, desired=desired, direction=direction, reason=reason, limited_by=tuple(limited), code=code)
 
@@ -400,7 +399,10 @@ def _recommend(
         present = [v for v in values if v is not None]
         if present:
             observed[name] = math.fsum(present) / len(present)
-    fleet_ttft = merge_windows(r.ttft_window for r in ready if r.ttft_window is not None)
+    try:
+        fleet_ttft = merge_windows(r.ttft_window for r in ready if r.ttft_window is not None)
+    except ValueError:
+        fleet_ttft = None  # replicas with different bucket bounds (a rollout between versions): skip TTFT
     ttft_observations = fleet_ttft.counts[-1] if fleet_ttft is not None else 0.0
     if fleet_ttft is not None:
         quantile = fleet_ttft.quantile(config.ttft_quantile)
@@ -511,7 +513,12 @@ def _driver_words(decision: Decision, config: PolicyConfig) -> str:
     )
 
 
-def _limit_words(limited: Sequence[str], decision: Decision, config: PolicyConfig) -> str:
+def _move_reason(verb: str, base: Decision, desired: int, limited: Sequence[str], config: PolicyConfig) -> str:
+    move = f"{verb} {base.current} -> {desired}" if desired != base.current else f"stay at {base.current}"
+    return f"{move}: {_driver_words(base, config)}{_limit_words(limited, config)}"
+
+
+def _limit_words(limited: Sequence[str], config: PolicyConfig) -> str:
     words = {
         "stabilization": "stabilization window holds it",
         "step": "step limited",
@@ -551,7 +558,7 @@ def _check(ok: bool, field_name: str, problem: str) -> None:
 def _check_behavior(prefix: str, behavior: Behavior) -> None:
     _check(behavior.stabilization_window_seconds >= 0, f"{prefix}.stabilizationWindowSeconds", "must be >= 0")
     _check(behavior.period_seconds >= 0, f"{prefix}.periodSeconds", "must be >= 0")
-    _check(0 <= behavior.tolerance < 1, f"{prefix}.tolerance", f"must lie in [0, 1), got {behavior.tolerance}")
+    _check(0 <= behavior.tolerance <= 1, f"{prefix}.tolerance", f"must lie in [0, 1], got {behavior.tolerance}")
     if behavior.max_step_replicas is not None:
         _check(behavior.max_step_replicas >= 1, f"{prefix}.maxStepReplicas", "must be >= 1 (or left out)")
     if behavior.max_step_percent is not None:

@@ -161,9 +161,8 @@ def parse_metrics(text: str) -> MetricsSample:
         if sample.name in (METRIC_REQUESTS_WAITING, METRIC_REQUESTS_RUNNING, METRIC_KV_CACHE_UTILIZATION):
             gauges.setdefault(sample.name, []).append(float(sample.value))
         elif sample.name == f"{METRIC_TIME_TO_FIRST_TOKEN}_bucket":
-            bound = float(sample.labels.get("le", "nan"))
-            if not math.isnan(bound):
-                buckets[bound] = buckets.get(bound, 0.0) + float(sample.value)
+            bound = _bucket_bound(sample.labels.get("le"))
+            buckets[bound] = buckets.get(bound, 0.0) + float(sample.value)
         elif sample.name == f"{METRIC_TIME_TO_FIRST_TOKEN}_count":
             ttft_count = (ttft_count or 0.0) + float(sample.value)
         elif sample.name == f"{METRIC_TIME_TO_FIRST_TOKEN}_sum":
@@ -215,6 +214,16 @@ def merge_windows(windows: Iterable[Histogram]) -> Histogram | None:
     for window in windows:
         merged = window if merged is None else merged.plus(window)
     return merged
+
+
+def _bucket_bound(le: str | None) -> float:
+    try:
+        bound = float(le) if le is not None else math.nan
+    except ValueError:
+        bound = math.nan
+    if math.isnan(bound):
+        raise MetricsParseError(f"{METRIC_TIME_TO_FIRST_TOKEN}_bucket has an invalid le label: {le!r}")
+    return bound
 
 
 def _sum_or_none(values: list[float] | None) -> float | None:

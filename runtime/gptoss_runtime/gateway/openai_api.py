@@ -181,7 +181,11 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
         content = message.get("content")
         if content is None and role == "assistant":
             content = ""
-        messages.append({"role": role, "content": _text_content(content, f"{param}.content", ("text",))})
+        entry = {"role": role, "content": _text_content(content, f"{param}.content", ("text",))}
+        name = message.get("name")
+        if isinstance(name, str) and name:
+            entry["name"] = name  # harmony names the function a tool message answers
+        messages.append(entry)
     n = _int(request, "n", 1, 1_000_000)
     if n is not None and n != 1:
         raise invalid("n", "only n=1 is supported")
@@ -197,6 +201,7 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
             seed=_int(request, "seed", -(2**63), 2**63 - 1),
             reasoning_effort=_effort(request.get("reasoning_effort"), "reasoning_effort"),
             stop=_stop(request),
+            stream=_bool(request, "stream"),
         ),
         stream=_bool(request, "stream"),
         include_usage=_bool(stream_options, "include_usage"),
@@ -303,6 +308,7 @@ def parse_responses(body: Any, limits: Limits) -> ParsedRequest:
             temperature=_number(request, "temperature", 0.0, 2.0),
             top_p=_number(request, "top_p", 0.0, 1.0, low_open=True),
             reasoning_effort=_effort(reasoning.get("effort"), "reasoning.effort"),
+            stream=_bool(request, "stream"),
         ),
         stream=_bool(request, "stream"),
         echo={

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,6 +31,8 @@ _OUTPUT_NAMES: Final = (
     schema.FINISH_REASON,
 )
 _INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
+_LENGTH: Final = struct.Struct("<I")
+_INT32: Final = struct.Struct("<i")
 
 
 class TritonRequestError(Exception):
@@ -49,6 +52,7 @@ class GenerationInputs:
     seed: int | None = None
     reasoning_effort: str | None = None
     stop: Sequence[str] = ()
+    stream: bool = True  # False: Triton sends the text gathered per channel at the end (fewer messages)
 
 
 @dataclass(frozen=True)
@@ -86,20 +90,35 @@ def build_inputs(inputs: GenerationInputs) -> list[InferInput]:
         tensors.append(_bytes_input(schema.REASONING_EFFORT, [inputs.reasoning_effort]))
     if inputs.stop:
         tensors.append(_bytes_input(schema.STOP, list(inputs.stop)))
+    if not inputs.stream:
+        stream = InferInput(schema.STREAM, [1], "BOOL")
+        stream.set_data_from_numpy(np.array([False], dtype=np.bool_))
+        tensors.append(stream)
     return tensors
 
 
-def _text(result: Any, name: str) -> str:
-    return bytes(result.as_numpy(name)[0]).decode("utf-8")
-
-
 def decode_step(result: Any) -> Step:
+    """Read the step straight from the response's raw output buffers (each output is one element:
+    BYTES as a 4-byte little-endian length and the bytes, INT32 as 4 bytes). Several times faster
+    than `InferResult.as_numpy` per output, which matters: it runs once per generated token."""
+    response = result.get_response()
+    raw = response.raw_output_contents
+    values: dict[str, bytes] = {output.name: raw[index] for index, output in enumerate(response.outputs)}
+
+    def text(name: str) -> str:
+        buffer = values[name]
+        (length,) = _LENGTH.unpack_from(buffer, 0)
+        return buffer[4 : 4 + length].decode("utf-8")
+
+    def number(name: str) -> int:
+        return int(_INT32.unpack_from(values[name], 0)[0])
+
     return Step(
-        text=_text(result, schema.TEXT_OUTPUT),
-        channel=_text(result, schema.CHANNEL),
-        prompt_tokens=int(result.as_numpy(schema.PROMPT_TOKENS)[0]),
-        completion_tokens=int(result.as_numpy(schema.COMPLETION_TOKENS)[0]),
-        finish_reason=_text(result, schema.FINISH_REASON),
+        text=text(schema.TEXT_OUTPUT),
+        channel=text(schema.CHANNEL),
+        prompt_tokens=number(schema.PROMPT_TOKENS),
+        completion_tokens=number(schema.COMPLETION_TOKENS),
+        finish_reason=text(schema.FINISH_REASON),
     )
 
 
@@ -139,14 +158,17 @@ class TritonClient:
             await finished.wait()  # keep our half of the stream open until the last response
 
         stream = self._client.stream_infer(requests())
+        completed = False
         try:
             async for result, error in stream:
                 if error is not None:
+                    completed = True  # an error response is the request's last
                     message = str(error.message() if hasattr(error, "message") else error)
                     raise TritonRequestError(message, _error_field(message))
                 step = decode_step(result)
                 yield step
                 if step.finish_reason:
+                    completed = True
                     return
             raise TritonRequestError("Triton closed the stream before the last response")
         except InferenceServerException as error:
@@ -154,5 +176,8 @@ class TritonClient:
         except RpcError as error:
             raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
         finally:
+            # Ending our half of the stream lets Triton close it; only an unfinished generation is
+            # cancelled (cancelling is the costlier path in grpc.aio, and it would abort the request).
             finished.set()
-            stream.cancel()
+            if not completed:
+                stream.cancel()

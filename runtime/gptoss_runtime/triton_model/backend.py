@@ -33,6 +33,7 @@ from gptoss_runtime.triton_model.service import (
     GenerationService,
     InputError,
     StepOutput,
+    gathered,
     parse_request,
 )
 
@@ -123,7 +124,8 @@ class TritonPythonModel:
                 default_reasoning_effort=self._default_effort,
             )
             request_id = request.request_id() or uuid.uuid4().hex
-            async for step in self._service.stream(request_id, parsed, request.is_cancelled):
+            steps = self._service.stream(request_id, parsed, request.is_cancelled)
+            async for step in steps if parsed.stream else gathered(steps):
                 sender.send(self._response(step), flags=final_flag if step.finish_reason else 0)
         except InputError as error:
             self._metrics.request_finished(OUTCOME_ERROR)

@@ -12,8 +12,11 @@ Inputs (all `[1]`-shaped unless noted; give either `text_input` or `messages`):
 | `seed`             | INT64  | sampling seed                                                            |
 | `reasoning_effort` | BYTES  | `low`, `medium` or `high` (default: the plan's)                          |
 | `stop`             | BYTES  | `[-1]`: stop strings; generation ends before the first match in the text |
+| `stream`           | BOOL   | default true: a response per step; false: the text gathered per channel  |
 
-Outputs, one response per streamed step (the last one carries `finish_reason` and the final flag):
+Outputs, one response per streamed step (the last one carries `finish_reason` and the final flag).
+With `stream` false the steps are gathered: one response per run of text in the same channel, sent when
+generation ends (far fewer responses for a client that wants the whole answer at once):
 
 | name                | type  | meaning                                                             |
 |---------------------|-------|---------------------------------------------------------------------|
@@ -47,6 +50,7 @@ TOP_P: Final = "top_p"
 SEED: Final = "seed"
 REASONING_EFFORT: Final = "reasoning_effort"
 STOP: Final = "stop"
+STREAM: Final = "stream"
 
 # Output names.
 TEXT_OUTPUT: Final = "text_output"
@@ -64,6 +68,7 @@ INPUTS: Final = (
     TensorSpec(SEED, "TYPE_INT64"),
     TensorSpec(REASONING_EFFORT, "TYPE_STRING"),
     TensorSpec(STOP, "TYPE_STRING", dims=(-1,)),
+    TensorSpec(STREAM, "TYPE_BOOL"),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", optional=False),

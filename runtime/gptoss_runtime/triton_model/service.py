@@ -49,6 +49,7 @@ class ModelRequest:
     seed: int | None = None
     reasoning_effort: str = "medium"
     stop: tuple[str, ...] = ()
+    stream: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def parse_request(get: InputGetter, *, max_tokens_limit: int, default_reasoning_
         seed=None if seed_value is None else int(seed_value.reshape(-1)[0]),
         reasoning_effort=effort,
         stop=_stop_strings(get),
+        stream=_flag(get, schema.STREAM, default=True),
     )
 
 
@@ -144,6 +146,16 @@ def _scalar_number(get: InputGetter, name: str, kind: type[_Number], default: _N
     if flat.size != 1:
         raise InputError(name, f"must hold one element, got {flat.size}")
     return kind(flat[0])
+
+
+def _flag(get: InputGetter, name: str, *, default: bool) -> bool:
+    value = get(name)
+    if value is None:
+        return default
+    flat = value.reshape(-1)
+    if flat.size != 1:
+        raise InputError(name, f"must hold one element, got {flat.size}")
+    return bool(flat[0])
 
 
 def _stop_strings(get: InputGetter) -> tuple[str, ...]:
@@ -292,6 +304,21 @@ class GenerationService:
                 yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, chunk.finish_reason)
                 return
         yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
+
+
+async def gathered(steps: AsyncIterator[StepOutput]) -> AsyncIterator[StepOutput]:
+    """The steps joined into one per run of the same channel, released when the last step arrives."""
+    runs: list[StepOutput] = []
+    async for step in steps:
+        if runs and runs[-1].channel == step.channel and not runs[-1].finish_reason:
+            previous = runs[-1]
+            runs[-1] = StepOutput(
+                previous.text + step.text, step.channel, step.prompt_tokens, step.completion_tokens, step.finish_reason
+            )
+        elif step.text or step.finish_reason:
+            runs.append(step)
+    for run in runs:
+        yield run
 
 
 async def _until_cancelled(

@@ -33,6 +33,9 @@ def infer_inputs(**values: Any) -> list[InferInput]:
         elif isinstance(value, list):
             array = np.array([item.encode() for item in value], dtype=np.object_)
             tensor = InferInput(name, [len(value)], "BYTES")
+        elif isinstance(value, bool):
+            array = np.array([value], dtype=np.bool_)
+            tensor = InferInput(name, [1], "BOOL")
         elif isinstance(value, float):
             array = np.array([value], dtype=np.float32)
             tensor = InferInput(name, [1], "FP32")
@@ -78,17 +81,21 @@ async def stream(url: str, **inputs: Any) -> AsyncIterator[Response]:
         await finished.wait()
 
     call = client.stream_infer(requests())
+    completed = False
     try:
         async for result, error in call:
             if error is not None:
+                completed = True  # the model refused the request: its stream is over
                 raise ModelError(str(error))
             response = _decode(result)
             yield response
             if response.finish_reason:
+                completed = True
                 return
     finally:
-        finished.set()
-        call.cancel()
+        finished.set()  # half-close: Triton ends the stream once the request is done
+        if not completed:
+            call.cancel()
         await client.close()
 
 

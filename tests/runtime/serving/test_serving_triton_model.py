@@ -41,6 +41,13 @@ async def test_max_tokens_ends_the_stream_with_length(scripted_server: ServerPro
     assert responses[-1].completion_tokens == 7
 
 
+async def test_without_stream_the_text_comes_gathered_per_channel(scripted_server: ServerProcess) -> None:
+    responses = await generate(scripted_server.grpc_url, text_input="Hi", stream=False)
+
+    assert [(r.channel, r.text) for r in responses] == [("analysis", DEFAULT_ANALYSIS), ("final", DEFAULT_FINAL)]
+    assert responses[-1].finish_reason == "stop"
+
+
 async def test_stop_string_cuts_the_answer(scripted_server: ServerProcess) -> None:
     responses = await generate(scripted_server.grpc_url, text_input="Hi", stop=["help", "zzz"])
 

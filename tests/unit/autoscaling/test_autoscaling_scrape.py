@@ -27,9 +27,8 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
-        server = site._server
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        host_and_port = runner.addresses[0]
+        return int(host_and_port[1])
 
     yield start
     for runner in runners:

@@ -54,7 +54,7 @@ def test_parse_reads_every_signal() -> None:
     assert sample.kv_cache_utilization == pytest.approx(0.42)
     assert sample.time_to_first_token is not None
     assert sample.time_to_first_token.bounds == (0.5, 1.0, 2.0, math.inf)
-    assert sample.time_to_first_token.counts == (5, 8, 10, 10)
+    assert sample.time_to_first_token.counts == (5.0, 8.0, 10.0, 10.0)
     assert sample.time_to_first_token.total == 10
     assert sample.time_to_first_token.sum == pytest.approx(7.5)
 
@@ -94,7 +94,7 @@ def test_ttft_window_is_the_difference_between_two_scrapes() -> None:
     after = parse_metrics(full_page(counts={"0.5": 5, "1.0": 8, "2.0": 14, "+Inf": 20}))
     signals = replica_signals("pod-a", ready=True, started_at=100.0, current=after, previous=before)
     assert signals.ttft_window is not None
-    assert signals.ttft_window.counts == (0, 0, 4, 10)
+    assert signals.ttft_window.counts == (0.0, 0.0, 4.0, 10.0)
     # 90% of the 10 new observations lie beyond the 2 s bucket: the histogram can only say ">= 2 s".
     assert signals.time_to_first_token_seconds == pytest.approx(2.0)
 
@@ -112,7 +112,7 @@ def test_counter_reset_uses_the_new_counts() -> None:
     after = parse_metrics(full_page(counts={"0.5": 3, "1.0": 4, "2.0": 4, "+Inf": 4}))
     signals = replica_signals("pod-a", ready=True, started_at=None, current=after, previous=before)
     assert signals.ttft_window is not None
-    assert signals.ttft_window.counts == (3, 4, 4, 4)
+    assert signals.ttft_window.counts == (3.0, 4.0, 4.0, 4.0)
 
 
 def test_failed_scrape_gives_no_signals() -> None:
@@ -152,3 +152,8 @@ def test_merge_windows_adds_observations_and_rejects_different_buckets() -> None
 def test_histogram_requires_an_inf_bucket() -> None:
     with pytest.raises(ValueError, match=r"\+Inf"):
         Histogram((1.0, 2.0), (1, 2), 2, 0.0)
+
+
+def test_bucket_without_a_valid_bound_is_a_parse_error() -> None:
+    with pytest.raises(MetricsParseError, match=r"invalid le label: '0Q\.5'"):
+        parse_metrics(f'{METRIC_TIME_TO_FIRST_TOKEN}_bucket{{le="0Q.5"}} 3\n')

@@ -403,7 +403,7 @@ class DetachedOperator:
         timeout_s: float = STARTUP_TIMEOUT_S,
     ) -> OperatorState:
         """Start a new process (stop the old one first); return once /healthz answers."""
-        self.stop()
+        self._terminate()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         metrics_port, health_port = free_port(), free_port()
         env = operator_environment(
@@ -439,7 +439,7 @@ class DetachedOperator:
                 self._forget()
                 raise OperatorStartError(f"the operator exited with {process.returncode}:\n{self.logs(40)}")
             if time.monotonic() > deadline:
-                self.stop()
+                self._terminate()
                 raise OperatorStartError(f"the operator did not become healthy in {timeout_s:.0f}s:\n{self.logs(40)}")
             time.sleep(0.2)
         return state
@@ -447,8 +447,12 @@ class DetachedOperator:
     def stop(self, timeout_s: float = 20) -> bool:
         """SIGTERM the recorded process (SIGKILL after `timeout_s`) and remove its files but the log.
         Returns whether a process was stopped."""
+        stopped = self._terminate(timeout_s)
+        self.kubeconfig.unlink(missing_ok=True)  # it holds the token
+        return stopped
+
+    def _terminate(self, timeout_s: float = 20) -> bool:
         state = self.state()
-        stopped = False
         if state is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.pid, signal.SIGTERM)
@@ -457,12 +461,11 @@ class DetachedOperator:
                     time.sleep(0.2)
                 if _is_operator_pid(state.pid):
                     os.kill(state.pid, signal.SIGKILL)
-            stopped = True
         self._forget()
-        return stopped
+        return state is not None
 
     def _forget(self) -> None:
-        for path in (self.pid_file, self.state_file, self.kubeconfig):
+        for path in (self.pid_file, self.state_file):
             path.unlink(missing_ok=True)
 
     def logs(self, tail: int = 200) -> str:

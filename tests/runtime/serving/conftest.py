@@ -8,6 +8,7 @@ the server itself; teardown sends SIGTERM and waits for it to exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,20 @@ class ServerProcess:
             raise AssertionError(f"the server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
         return http_status(f"{self.http_url}/v2/models/gpt_oss/ready") == 200
 
+    def stop_cleanly(self) -> None:
+        """Stop, and check the stop was clean: exit 0, the model unloaded, nothing left behind."""
+        pid = self.process.pid
+        leftovers_before_cleanup: list[str] = []
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            leftovers_before_cleanup = [f"stub {p}" for p in stub_processes(self.model_repository)]
+            leftovers_before_cleanup += [str(path) for path in shm_files(pid)]
+        exit_code = self.stop()
+        assert exit_code == 0, f"tritonserver exited with {exit_code}:\n{self.log()[-3000:]}"
+        assert leftovers_before_cleanup == [], f"left behind: {leftovers_before_cleanup}"
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -156,6 +172,31 @@ def start_server(work_dir: Path, weights: Path, engine: str, *extra_args: str, w
     return server
 
 
+@contextmanager
+def running_gateway(server: ServerProcess, tiny_weights: Path, log_path: Path) -> Iterator[str]:
+    """`gptoss-runtime gateway` in front of `server`, ready; yields its base URL."""
+    port = free_port()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            runtime_command(
+                "gateway",
+                f"--triton-grpc={server.grpc_url}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--weights={tiny_weights}",  # the model name comes from the config's gptoss_imitates
+            ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_status(f"{url}/readyz") == 200, 30, "the gateway to be ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "gpt-oss-20b-tiny")
@@ -170,11 +211,11 @@ def scripted_server(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path
         f"--engine-option=scripted_token_delay_s={SCRIPTED_TOKEN_DELAY_S}",
     )
     yield server
-    server.stop()
+    server.stop_cleanly()
 
 
 @pytest.fixture(scope="module")
 def reference_server(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Iterator[ServerProcess]:
     server = start_server(tmp_path_factory.mktemp("reference"), tiny_weights, "reference")
     yield server
-    server.stop()
+    server.stop_cleanly()

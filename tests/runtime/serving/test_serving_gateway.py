@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from conftest import ServerProcess, free_port, http_status, runtime_command, wait_until
+from conftest import ServerProcess, http_status, running_gateway, wait_until
 from serving_clients import metric, scrape
 
 from gptoss_runtime import contract
@@ -28,27 +27,8 @@ USER = [{"role": "user", "content": "Hello"}]
 def gateway_url(
     scripted_server: ServerProcess, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            runtime_command(
-                "gateway",
-                f"--triton-grpc={scripted_server.grpc_url}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--weights={tiny_weights}",  # the model name comes from the config's gptoss_imitates
-            ),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http_status(f"{url}/readyz") == 200, 30, "the gateway to be ready")
+    with running_gateway(scripted_server, tiny_weights, tmp_path_factory.mktemp("gateway") / "gateway.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

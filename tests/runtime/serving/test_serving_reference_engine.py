@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 
+import openai
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, running_gateway
 from serving_clients import chat, generate, metric, scrape
 
 from gptoss_runtime import contract
@@ -46,3 +48,16 @@ def test_reference_engine_over_http_generate_stream(reference_server: ServerProc
 
     assert events[-1]["finish_reason"] in ("stop", "length")
     assert events[-1]["completion_tokens"] <= 6
+
+
+def test_openai_client_through_the_gateway_with_the_reference_engine(
+    reference_server: ServerProcess, tiny_weights: Path, tmp_path: Path
+) -> None:
+    with running_gateway(reference_server, tiny_weights, tmp_path / "gateway.log") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        completion = client.chat.completions.create(
+            model="gpt-oss-20b", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, seed=1
+        )
+
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 8

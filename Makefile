@@ -41,7 +41,6 @@ cluster-binaries: ## build the local control plane + helm from Go modules (cache
 	e2e/cluster/build.sh
 
 cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig
-	e2e/cluster/build.sh
 	e2e/cluster/up.sh
 
 cluster-down: ## stop the demo's operator process and delete the local kwok cluster (binaries stay cached)

@@ -144,6 +144,10 @@ class OperatorProcess:
             self.stop()
 
 
+def volume_name(namespace: str, claim: str) -> str:
+    return "gptoss-e2e-" + hashlib.sha256(f"{namespace}/{claim}".encode()).hexdigest()[:12]
+
+
 class Volumes:
     """Binds pending claims of a namespace to static PersistentVolumes (no provisioner in the cluster)."""
 
@@ -161,7 +165,10 @@ class Volumes:
                 {
                     "apiVersion": "v1",
                     "kind": "PersistentVolume",
-                    "metadata": {"name": f"{self.namespace}-{name}"[:63], "labels": {"gptoss.dev/e2e": self.namespace}},
+                    "metadata": {
+                        "name": volume_name(self.namespace, name),
+                        "labels": {"gptoss.dev/e2e": self.namespace},
+                    },
                     "spec": {
                         "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
                         "accessModes": claim["spec"]["accessModes"],

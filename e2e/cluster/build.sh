@@ -162,6 +162,13 @@ main() {
   local components=("$@")
   [[ ${#components[@]} -gt 0 ]] || components=(kwok kubernetes etcd helm)
   mkdir -p "$BIN_CACHE"
+  # One build at a time: concurrent runs (make targets, the e2e fixture) would share staging directories
+  # and starve 2 cores. A second caller waits, then finds the components cached.
+  exec 9>"$BIN_CACHE/.build.lock"
+  if ! flock -n 9; then
+    log "another build.sh is running; waiting for it"
+    flock 9
+  fi
   local c total_start; total_start=$(date +%s)
   for c in "${components[@]}"; do
     case "$c" in

@@ -69,6 +69,11 @@ main() {
   if healthy; then
     log "cluster '$GPTOSS_CLUSTER_NAME' is already up and healthy; reusing it"
   else
+    if cluster_exists && [[ ! -s "$KUBECONFIG" ]]; then
+      log "restoring the missing kubeconfig of cluster '$GPTOSS_CLUSTER_NAME'"
+      mkdir -p "$(dirname "$KUBECONFIG")"
+      (umask 077 && "$KWOK_BIN/kwokctl" get kubeconfig --name "$GPTOSS_CLUSTER_NAME" >"$KUBECONFIG")
+    fi
     if cluster_exists && ! api_ready; then
       log "cluster '$GPTOSS_CLUSTER_NAME' exists but is not answering; starting its components"
       "$KWOK_BIN/kwokctl" start cluster --name "$GPTOSS_CLUSTER_NAME" --wait "$READY_TIMEOUT" ||

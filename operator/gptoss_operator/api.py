@@ -4,15 +4,24 @@ These models are the only source of the CRD schema (`gptoss_operator.crd` genera
 field carries a description so that `kubectl explain gptoss.spec` teaches the API. Cross-field rules that
 the API server can check at admission are CEL rules (`x-kubernetes-validations`) declared next to the
 model they constrain; rules that need the catalog (GPU memory, context that fits) live in the planner.
+
+pydantic does not run CEL, so each rule also has a Python mirror (a `model_validator` or `field_validator`
+beside it) that fails with the rule's own message at the rule's field: the offline CLI (`render -f`,
+`plan -f`) and the operator then refuse what the API server refuses, in the same words. The mirrors add
+no schema keywords, so the generated CRD does not change. tests/unit/api/test_models_mirror_admission.py
+runs the table of invalid specs the API server is tested with through these models.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gptoss_runtime.plan import KvCacheDtype, ModelName, ReasoningEffort, ServingPlan
 
@@ -96,6 +105,7 @@ CEL_TOLERATION_SECONDS_NO_EXECUTE: JsonDict = {
     "reason": "FieldValueInvalid",
 }
 
+GPU_RESOURCE: Final = "nvidia.com/gpu"  # the extended resource name CEL_NO_GPU_IN_RESOURCES refuses
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Bounds on maps and lists keep objects small and the API server's CEL cost estimate finite.
@@ -104,11 +114,103 @@ MAX_TOLERATIONS = 32
 MAX_PULL_SECRETS = 16
 MAX_ALLOWED_NAMESPACES = 64
 
+# metadata.name, as the CRD bounds it (gptoss_operator.crd: MAX_NAME_LENGTH and CEL_NAME_IS_DNS_LABEL; a
+# test keeps the two in step). Children append suffixes to the name, and the Service needs a DNS-1035 label.
+MAX_NAME_LENGTH: Final = 52
+NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MESSAGE: Final = (
+    "metadata.name: must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), "
+    "because it names the Service and the other children"
+)
+NAME_LENGTH_MESSAGE: Final = (
+    f"metadata.name: must be at most {MAX_NAME_LENGTH} characters, because the children's names add suffixes "
+    "to it; choose a shorter name"
+)
+
+# ------------------------------------------------------------------------------ mirrors of the CEL rules
+ADMISSION_ERROR_TYPE: Final = "admission_rule"
+Location = tuple[str | int, ...]
+
+
+def _rule_error(message: str, location: Location, value: Any) -> InitErrorDetails:
+    """One failed admission rule as a pydantic error: the message verbatim, at `location`."""
+    return InitErrorDetails(
+        type=PydanticCustomError(ADMISSION_ERROR_TYPE, "{message}", {"message": message}),
+        loc=location,
+        input=value,
+    )
+
+
+def _field_path_location(rule: JsonDict) -> Location:
+    """The rule's `fieldPath` (`.gpu.count`) as a pydantic location (`("gpu", "count")`)."""
+    field_path = str(rule.get("fieldPath", ""))
+    return tuple(part for part in field_path.split(".") if part)
+
+
+def enforce_rules(model_name: str, checks: Iterable[tuple[JsonDict, bool, Any]]) -> None:
+    """Raise one ValidationError listing every rule whose check is False.
+
+    Each check is (CEL rule, whether it holds, the offending value). The error sits at the rule's
+    `fieldPath` under the validated model, as the API server reports it.
+    """
+    errors = [
+        _rule_error(str(rule["message"]), _field_path_location(rule), value)
+        for rule, holds, value in checks
+        if not holds
+    ]
+    if errors:
+        raise ValidationError.from_exception_data(model_name, errors)
+
+
+def _duplicate_errors(field_alias: str, items: Sequence[Any], extra: JsonDict) -> list[InitErrorDetails]:
+    """Errors for repeated entries of a list the CRD types as a set or as a map keyed by some fields."""
+    list_type = extra.get("x-kubernetes-list-type")
+    keys = extra.get("x-kubernetes-list-map-keys")
+    map_keys = [str(key) for key in keys] if isinstance(keys, list) else []
+    if list_type not in ("set", "map"):
+        return []
+    seen: set[Any] = set()
+    errors = []
+    for index, item in enumerate(items):
+        identity = item if list_type == "set" else tuple(_wire_value(item, key) for key in map_keys)
+        if identity in seen:
+            errors.append(_rule_error(_duplicate_message(identity, map_keys), (field_alias, index), item))
+        seen.add(identity)
+    return errors
+
+
+def _wire_value(item: Any, key: str) -> Any:
+    """The value of the camelCase wire field `key` of a list entry (a model)."""
+    for attribute, field in type(item).model_fields.items():
+        if (field.alias or attribute) == key:
+            return getattr(item, attribute)
+    raise KeyError(key)
+
+
+def _duplicate_message(identity: Any, map_keys: Sequence[str]) -> str:
+    if not map_keys:
+        return f'Duplicate value: "{identity}"; list each value once'
+    shown = ", ".join(f'{key} "{value}"' for key, value in zip(map_keys, identity, strict=True))
+    return f"Duplicate value: {shown}; entries are keyed by {', '.join(map_keys)}, list each once"
+
 
 class ApiModel(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields rejected."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
+
+    @model_validator(mode="after")
+    def _lists_have_unique_entries(self) -> Self:
+        """The API server refuses repeated entries of `x-kubernetes-list-type` set and map lists."""
+        errors: list[InitErrorDetails] = []
+        for attribute, field in type(self).model_fields.items():
+            extra = field.json_schema_extra
+            value = getattr(self, attribute)
+            if isinstance(extra, dict) and isinstance(value, list):
+                errors += _duplicate_errors(field.alias or attribute, value, extra)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -160,6 +262,16 @@ class ExistingClaim(ApiModel):
         json_schema_extra={"x-kubernetes-validations": [CEL_SUB_PATH_STAYS_INSIDE]},
     )
 
+    @field_validator("sub_path")
+    @classmethod
+    def _sub_path_stays_inside(cls, sub_path: str) -> str:
+        escapes = sub_path == ".." or sub_path.startswith("../") or sub_path.endswith("/..") or "/../" in sub_path
+        if escapes:
+            raise PydanticCustomError(
+                ADMISSION_ERROR_TYPE, "{message}", {"message": str(CEL_SUB_PATH_STAYS_INSIDE["message"])}
+            )
+        return sub_path
+
 
 class WeightCache(ApiModel):
     """The PersistentVolumeClaim the operator creates to cache downloaded weights."""
@@ -193,6 +305,12 @@ class Weights(ApiModel):
         default=None, description="Use weights already on a PersistentVolumeClaim instead of downloading."
     )
     cache: WeightCache = Field(default_factory=WeightCache, description="The cache volume for downloaded weights.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        both = self.hugging_face is not None and self.existing_claim is not None
+        enforce_rules(type(self).__name__, [(CEL_ONE_WEIGHTS_SOURCE, not both, self.existing_claim)])
+        return self
 
 
 # -------------------------------------------------------------------------------------------------- GPU
@@ -328,6 +446,19 @@ class AutoscalingSpec(ApiModel):
         max_length=500,
     )
 
+    @model_validator(mode="after")
+    def _bounds_and_mode_fit(self) -> Self:
+        keda_without_prometheus = self.enabled and self.mode == "keda" and self.prometheus_address is None
+        enforce_rules(
+            type(self).__name__,
+            [
+                (CEL_MIN_LE_MAX, self.min_replicas <= self.max_replicas, self.min_replicas),
+                (CEL_HPA_MIN_REPLICAS, self.mode != "hpa" or self.min_replicas >= 1, self.min_replicas),
+                (CEL_KEDA_NEEDS_PROMETHEUS, not keda_without_prometheus, self.prometheus_address),
+            ],
+        )
+        return self
+
 
 # -------------------------------------------------------------------------------------- pod placement
 class Toleration(ApiModel):
@@ -355,6 +486,23 @@ class Toleration(ApiModel):
         default=None, description="How long a NoExecute taint is tolerated, in seconds (effect NoExecute only)."
     )
 
+    @model_validator(mode="after")
+    def _fields_agree(self) -> Self:
+        exists = self.operator == "Exists"
+        enforce_rules(
+            type(self).__name__,
+            [
+                (CEL_TOLERATION_KEY_OR_EXISTS, bool(self.key) or exists, self.key),
+                (CEL_TOLERATION_EXISTS_NO_VALUE, not exists or not self.value, self.value),
+                (
+                    CEL_TOLERATION_SECONDS_NO_EXECUTE,
+                    self.toleration_seconds is None or self.effect == "NoExecute",
+                    self.toleration_seconds,
+                ),
+            ],
+        )
+        return self
+
 
 class LocalObjectReference(ApiModel):
     """A reference to an object in the same namespace."""
@@ -373,6 +521,12 @@ class ResourceRequirements(ApiModel):
     limits: dict[str, str] | None = Field(
         default=None, description="Maximum resources, e.g. memory: 128Gi (values are quoted strings).", max_length=16
     )
+
+    @model_validator(mode="after")
+    def _no_gpus(self) -> Self:
+        asks_for_gpus = any(GPU_RESOURCE in (amounts or {}) for amounts in (self.limits, self.requests))
+        enforce_rules(type(self).__name__, [(CEL_NO_GPU_IN_RESOURCES, not asks_for_gpus, GPU_RESOURCE)])
+        return self
 
 
 class ServiceSpec(ApiModel):
@@ -494,6 +648,19 @@ class GptOssDeploymentSpec(ApiModel):
         default_factory=DisruptionBudgetSpec, description="PodDisruptionBudget."
     )
 
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        autoscaling = self.autoscaling
+        replicas_in_bounds = autoscaling.min_replicas <= self.replicas <= autoscaling.max_replicas
+        enforce_rules(
+            type(self).__name__,
+            [
+                (CEL_GPU_COUNT_PER_MODEL, self.model != "gpt-oss-20b" or self.gpu.count in (None, 1), self.gpu.count),
+                (CEL_REPLICAS_WITHIN_AUTOSCALING, not autoscaling.enabled or replicas_in_bounds, self.replicas),
+            ],
+        )
+        return self
+
 
 # ----------------------------------------------------------------------------------------------- status
 class Condition(ApiModel):
@@ -526,6 +693,25 @@ class AutoscalingDecision(ApiModel):
     signals: dict[str, float] = Field(default_factory=dict, description="Signal values it was based on.")
 
 
+MAX_AUTOSCALING_HISTORY = 512
+
+
+class AutoscalingHistory(ApiModel):
+    """The operator autoscaler's memory (stabilization windows, step limits), kept across operator restarts."""
+
+    recommendations: list[list[float]] = Field(
+        default_factory=list,
+        description="[unix time, replicas] of recent recommendations, oldest first (runs of one value: the latest).",
+        max_length=MAX_AUTOSCALING_HISTORY,
+    )
+    scale_events: list[list[float]] = Field(
+        default_factory=list,
+        description="[unix time, from replicas, to replicas] of recent replica changes, oldest first.",
+        max_length=MAX_AUTOSCALING_HISTORY,
+    )
+    started: float | None = Field(default=None, description="Unix time of the first recorded recommendation.")
+
+
 class AutoscalingStatus(ApiModel):
     """What the autoscaler last saw and did."""
 
@@ -537,6 +723,9 @@ class AutoscalingStatus(ApiModel):
     )
     decisions: list[AutoscalingDecision] = Field(
         default_factory=list, description="The most recent decisions, newest last (bounded)."
+    )
+    history: AutoscalingHistory | None = Field(
+        default=None, description="Internal: the operator autoscaler's recent recommendations, for restarts."
     )
 
 
@@ -569,6 +758,16 @@ class ObjectMeta(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_short_dns_label(cls, name: str) -> str:
+        """The CRD's bounds on metadata.name (maxLength and CEL_NAME_IS_DNS_LABEL), checked offline too."""
+        if len(name) > MAX_NAME_LENGTH:
+            raise PydanticCustomError(ADMISSION_ERROR_TYPE, "{message}", {"message": NAME_LENGTH_MESSAGE})
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise PydanticCustomError(ADMISSION_ERROR_TYPE, "{message}", {"message": NAME_MESSAGE})
+        return name
+
 
 class GptOssDeployment(BaseModel):
     """A gpt-oss model server."""
@@ -588,3 +787,11 @@ class GptOssDeployment(BaseModel):
     @property
     def namespace(self) -> str:
         return self.metadata.namespace
+
+
+def validate_update(old: GptOssDeployment, new: GptOssDeployment) -> None:
+    """Mirror of the transition rules (`oldSelf`) the API server checks when `old` is replaced by `new`."""
+    enforce_rules(
+        type(new).__name__,
+        [(CEL_MODEL_IMMUTABLE | {"fieldPath": ".spec.model"}, new.spec.model == old.spec.model, new.spec.model)],
+    )

@@ -105,6 +105,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     resync_tasks: list[asyncio.Task[None]] = []
     operator_settings = settings
 
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own gets none of Kopf's fallback logins: in-cluster token or KUBECONFIG.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)

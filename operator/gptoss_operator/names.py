@@ -43,6 +43,8 @@ COND_DEGRADED: Final = "Degraded"
 COND_WEIGHTS_READY: Final = "WeightsReady"
 COND_CAPACITY_AVAILABLE: Final = "CapacityAvailable"
 COND_CAPACITY_LIMITED: Final = "CapacityLimited"  # set by the autoscaler
+# Set by the autoscaler: whether the chosen autoscaling mode can act (False: e.g. mode keda without KEDA).
+COND_SCALING_ACTIVE: Final = "ScalingActive"
 CONDITION_TYPES: Final = (
     COND_READY,
     COND_PROGRESSING,
@@ -50,6 +52,7 @@ CONDITION_TYPES: Final = (
     COND_WEIGHTS_READY,
     COND_CAPACITY_AVAILABLE,
     COND_CAPACITY_LIMITED,
+    COND_SCALING_ACTIVE,
 )
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A Triton release whose TensorRT-LLM (1.2.1) serves gpt-oss through the PyTorch backend, plus our runtime.
 DEFAULT_IMAGE = "ghcr.io/gpt-oss-operator/runtime:0.1.0-triton26.07"
+# The autoscaler reads each ready server pod here (GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE overrides it).
+DEFAULT_METRICS_URL_TEMPLATE = "http://{pod_ip}:{port}/metrics"
+METRICS_URL_PLACEHOLDERS = {"pod_ip": "10.0.0.1", "port": 8002, "pod_name": "pod", "namespace": "default"}
 
 
 class OperatorSettings(BaseSettings):
@@ -34,6 +37,17 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     resync_seconds: float = Field(default=60.0, gt=0, description="Period of the drift-repairing resync.")
     autoscaler_interval_seconds: float = Field(default=15.0, gt=0, description="Autoscaler evaluation period.")
+    autoscaler_metrics_url_template: str = Field(
+        default=DEFAULT_METRICS_URL_TEMPLATE,
+        description=(
+            "Where the operator's autoscaler reads a server pod's metrics. Placeholders: {pod_ip} (IPv6 in "
+            "brackets), {port} (Triton's metrics port), {pod_name}, {namespace}. A testing/proxy aid: tests on "
+            "simulated nodes, whose pod IPs are fake, point it at real local servers."
+        ),
+    )
+    autoscaler_scrape_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="Timeout of one autoscaler scrape of a pod's metrics."
+    )
     cluster_domain: str = Field(default="cluster.local", description="DNS suffix for status endpoints.")
     weights_verify_checksums: bool = Field(
         default=True, description="Pods verify weight checksums against the fetcher's manifest before serving."
@@ -44,6 +58,22 @@ class OperatorSettings(BaseSettings):
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("autoscaler_metrics_url_template")
+    @classmethod
+    def _check_metrics_url_template(cls, value: str) -> str:
+        try:
+            url = value.format(**METRICS_URL_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE={value!r} is not a valid template ({error!r}); use the "
+                "placeholders {pod_ip}, {port}, {pod_name} and {namespace}, e.g. http://{pod_ip}:{port}/metrics"
+            ) from None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE={value!r} must give an http:// or https:// URL"
+            )
         return value
 
     @property

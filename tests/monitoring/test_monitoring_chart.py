@@ -61,8 +61,26 @@ def _require_crd_schema(kind_plural: str) -> dict[str, Any]:
     return schema
 
 
+def _strict(schema: Any) -> Any:
+    """The CRD schema with unknown fields forbidden, as `kubectl apply --validate=strict` (the default) and
+    server-side field validation treat them; plain JSON-schema validation would let a typo through and
+    the API server would prune it silently."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
 def _validate(schema: dict[str, Any], document: dict[str, Any]) -> None:
-    jsonschema.Draft7Validator(schema).validate(document)
+    jsonschema.Draft7Validator(_strict(schema)).validate(document)
 
 
 def test_scrape_config_repeats_the_podmonitor_relabeling() -> None:
@@ -93,6 +111,10 @@ def test_podmonitor_endpoint_is_valid_for_the_real_crd() -> None:
     broken["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = "rename"
     with pytest.raises(jsonschema.ValidationError):
         _validate(schema, broken)
+    misspelt = json.loads(json.dumps(pod_monitor))
+    misspelt["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["target_label"] = "namespace"
+    with pytest.raises(jsonschema.ValidationError, match="target_label"):
+        _validate(schema, misspelt)
 
 
 def test_chart_values_carry_the_monitoring_defaults() -> None:

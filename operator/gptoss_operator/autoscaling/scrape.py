@@ -22,14 +22,18 @@ class ScrapeError(RuntimeError):
     """A pod's metrics could not be read; the message names the pod's address and the cause."""
 
 
-def metrics_url(pod_ip: str, port: int = METRICS_PORT) -> str:
-    """`http://<podIP>:<port>/metrics`, with IPv6 addresses in brackets."""
+def url_host(pod_ip: str) -> str:
+    """The pod IP as a URL host: IPv6 addresses in brackets; ScrapeError if it is not an IP address."""
     try:
         address = ipaddress.ip_address(pod_ip)
     except ValueError as error:
         raise ScrapeError(f"pod IP {pod_ip!r} is not an IP address") from error
-    host = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{host}:{port}/metrics"
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def metrics_url(pod_ip: str, port: int = METRICS_PORT) -> str:
+    """`http://<podIP>:<port>/metrics`, with IPv6 addresses in brackets."""
+    return f"http://{url_host(pod_ip)}:{port}/metrics"
 
 
 async def fetch_metrics_text(
@@ -40,20 +44,31 @@ async def fetch_metrics_text(
     timeout_seconds: float = DEFAULT_SCRAPE_TIMEOUT_SECONDS,
 ) -> str:
     """GET the pod's metrics page; raises `ScrapeError` on timeout, refused connection or a non-200."""
-    url = metrics_url(pod_ip, port)
+    return await fetch_url_text(session, metrics_url(pod_ip, port), timeout_seconds=timeout_seconds)
+
+
+async def fetch_url_text(
+    session: aiohttp.ClientSession, url: str, *, timeout_seconds: float = DEFAULT_SCRAPE_TIMEOUT_SECONDS
+) -> str:
+    """GET a metrics page by URL; raises `ScrapeError` on timeout, refused connection or a non-200."""
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     try:
         async with session.get(url, timeout=timeout) as response:
             if response.status != 200:
                 raise ScrapeError(f"GET {url} answered HTTP {response.status}")
-            body = await response.content.read(MAX_METRICS_BYTES + 1)
+            # read(n) returns as soon as some bytes arrived; a page spans several chunks, so read to the end.
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > MAX_METRICS_BYTES:
+                    raise ScrapeError(f"GET {url} returned more than {MAX_METRICS_BYTES} bytes; refusing to parse it")
+                chunks.append(chunk)
     except TimeoutError as error:
         raise ScrapeError(f"GET {url} timed out after {timeout_seconds:g} s") from error
     except aiohttp.ClientError as error:
         raise ScrapeError(f"GET {url} failed: {error}") from error
-    if len(body) > MAX_METRICS_BYTES:
-        raise ScrapeError(f"GET {url} returned more than {MAX_METRICS_BYTES} bytes; refusing to parse it")
-    return body.decode("utf-8", errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 async def scrape_sample(
@@ -69,3 +84,14 @@ async def scrape_sample(
         return parse_metrics(text)
     except MetricsParseError as error:
         raise ScrapeError(f"{metrics_url(pod_ip, port)}: {error}") from error
+
+
+async def scrape_url(
+    session: aiohttp.ClientSession, url: str, *, timeout_seconds: float = DEFAULT_SCRAPE_TIMEOUT_SECONDS
+) -> MetricsSample:
+    """Fetch and parse a metrics page by URL (the operator's address template); raises `ScrapeError`."""
+    text = await fetch_url_text(session, url, timeout_seconds=timeout_seconds)
+    try:
+        return parse_metrics(text)
+    except MetricsParseError as error:
+        raise ScrapeError(f"{url}: {error}") from error

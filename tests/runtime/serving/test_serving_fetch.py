@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import runtime_command
 from serving_fake_hub import FakeHub
+from serving_support import runtime_command
 
 from gptoss_runtime import contract
 from gptoss_runtime.checkpoint import MANIFEST_FILE_NAME, check_manifest, make_tiny_checkpoint, verify_checkpoint

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from conftest import ServerProcess, http_status, running_gateway, wait_until
 from serving_clients import metric, scrape
+from serving_support import ServerProcess, http_status, running_gateway, wait_until
 
 from gptoss_runtime import contract
 from gptoss_runtime.triton_model.scripted import DEFAULT_ANALYSIS, DEFAULT_FINAL, ENDLESS_TRIGGER

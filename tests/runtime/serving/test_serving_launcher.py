@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import runtime_command, shm_files, start_server, stub_processes, wait_until
+from serving_support import runtime_command, shm_files, start_server, stub_processes, wait_until
 
 from gptoss_runtime import contract
 from gptoss_runtime.checkpoint import write_manifest

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import ServerProcess, running_gateway
 from serving_clients import chat, generate, metric, scrape
+from serving_support import ServerProcess, running_gateway
 
 from gptoss_runtime import contract
 

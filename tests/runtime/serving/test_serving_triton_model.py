@@ -8,8 +8,8 @@ import json
 import urllib.request
 
 import pytest
-from conftest import ServerProcess, wait_until
 from serving_clients import ModelError, chat, generate, metric, scrape, stream
+from serving_support import ServerProcess, wait_until
 
 from gptoss_runtime import contract
 from gptoss_runtime.triton_model.scripted import DEFAULT_ANALYSIS, DEFAULT_FINAL, ENDLESS_TRIGGER
@@ -141,3 +141,19 @@ async def test_concurrent_streams_are_served_together(scripted_server: ServerPro
     )
 
     assert all(text_of(responses, "final") == DEFAULT_FINAL for responses in results)
+
+
+async def test_many_requests_run_at_once(scripted_server: ServerProcess) -> None:
+    def running() -> float:
+        return metric(scrape(scripted_server.metrics_url), contract.METRIC_REQUESTS_RUNNING, **MODEL)
+
+    streams = [
+        stream(scripted_server.grpc_url, text_input=f"{ENDLESS_TRIGGER} {index}", max_tokens=4000) for index in range(4)
+    ]
+    for responses in streams:
+        await anext(responses)
+
+    await asyncio.to_thread(wait_until, lambda: running() == 4, 10, "four requests generating at once")
+    for responses in streams:
+        await responses.aclose()
+    await asyncio.to_thread(wait_until, lambda: running() == 0, 10, "all four cancelled")

@@ -28,10 +28,13 @@ lint: venv ## ruff and mypy (strict)
 	$(BIN)/mypy
 
 unit: venv ## fast tests, no cluster
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not cluster" tests
 
-test: venv lint unit ## everything CI runs
-	@echo "make test: all checks passed"
+e2e: cluster-up ## end-to-end tests on the local control plane
+	$(BIN)/pytest -q e2e tests -m cluster
+
+test: venv ## everything CI runs: lint, types, unit/runtime/monitoring tests, then e2e on the local cluster
+	hack/test.sh
 
 crds: venv ## regenerate the CRD (crds/ and the chart's crds/) from the pydantic models
 	$(BIN)/python hack/generate-crds.py --write

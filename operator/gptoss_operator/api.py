@@ -167,7 +167,7 @@ def _duplicate_errors(field_alias: str, items: Sequence[Any], extra: JsonDict) -
     list_type = extra.get("x-kubernetes-list-type")
     keys = extra.get("x-kubernetes-list-map-keys")
     map_keys = [str(key) for key in keys] if isinstance(keys, list) else []
-    if list_type not in ("set", "map"):
+    if list_type not in ("set", "map") or (list_type == "map" and not map_keys):
         return []
     seen: set[Any] = set()
     errors = []

@@ -11,6 +11,7 @@ import kopf
 
 from gptoss_operator import handlers, metrics
 from gptoss_operator import logging as operator_logging
+from gptoss_operator.autoscaling import runner as autoscaling_runner
 from gptoss_operator.kube import Kube
 from gptoss_operator.reconcile import Reconciler
 from gptoss_operator.settings import OperatorSettings
@@ -22,6 +23,7 @@ def build_registry(settings: OperatorSettings, kube: Kube) -> kopf.OperatorRegis
     """A Kopf registry with every handler of the operator, bound to `kube`."""
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Reconciler(kube, settings), settings)
+    autoscaling_runner.register(registry, kube, settings)
     return registry
 
 

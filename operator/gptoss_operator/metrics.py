@@ -235,6 +235,13 @@ class OperatorMetrics:
             self._decision_labels.setdefault((namespace, name), set()).add((direction, reason))
         self.autoscaler_decisions.labels(namespace=namespace, name=name, direction=direction, reason=reason).inc()
 
+    def set_capacity_limited(self, *, namespace: str, name: str, model: str, limited: bool) -> None:
+        """The autoscaler's CapacityLimited as it decides (reconciles export it too, from the condition)."""
+        _require_non_empty("namespace", namespace)
+        _require_non_empty("name", name)
+        _require_non_empty("model", model)
+        self.capacity_limited.labels(namespace=namespace, name=name, model=model).set(1 if limited else 0)
+
     def _remove_gauges(self, state: DeploymentState) -> None:
         for gauge in self._per_deployment_gauges:
             gauge.remove(state.namespace, state.name, state.model)
@@ -309,6 +316,11 @@ def forget_deployment(namespace: str, name: str) -> None:
 def observe_autoscaler_decision(*, namespace: str, name: str, direction: str, reason: str) -> None:
     """Count one decision of the autoscaler (direction: up, down, none or hold; reason: a snake_case token)."""
     METRICS.observe_autoscaler_decision(namespace=namespace, name=name, direction=direction, reason=reason)
+
+
+def set_capacity_limited(*, namespace: str, name: str, model: str, limited: bool) -> None:
+    """Set gptoss_operator_capacity_limited for a deployment (the autoscaler, when it caps or stops capping)."""
+    METRICS.set_capacity_limited(namespace=namespace, name=name, model=model, limited=limited)
 
 
 def start_metrics_server(

@@ -284,6 +284,7 @@ class Reconciler:
 
     def _export(self, cr: GptOssDeployment, plan: ServingPlan, new_status: Mapping[str, Any]) -> None:
         capacity_cond = status.condition_of(new_status, names.COND_CAPACITY_AVAILABLE) or {}
+        limited_cond = status.condition_of(new_status, names.COND_CAPACITY_LIMITED) or {}  # the autoscaler's
         weights_cond = status.condition_of(new_status, names.COND_WEIGHTS_READY) or {}
         metrics.set_deployment_state(
             namespace=cr.namespace,
@@ -293,7 +294,7 @@ class Reconciler:
             desired_replicas=cr.spec.replicas,
             ready_replicas=int(new_status.get("readyReplicas") or 0),
             gpus=int(new_status.get("replicas") or 0) * plan.gpus_per_replica,
-            capacity_limited=capacity_cond.get("status") == "False",
+            capacity_limited=capacity_cond.get("status") == "False" or limited_cond.get("status") == "True",
             weights_ready=weights_cond.get("status") == "True",
         )
 

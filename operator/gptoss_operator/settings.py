@@ -71,9 +71,7 @@ class OperatorSettings(BaseSettings):
                 "placeholders {pod_ip}, {port}, {pod_name} and {namespace}, e.g. http://{pod_ip}:{port}/metrics"
             ) from None
         if not url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE={value!r} must give an http:// or https:// URL"
-            )
+            raise ValueError(f"GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE={value!r} must give an http:// or https:// URL")
         return value
 
     @property

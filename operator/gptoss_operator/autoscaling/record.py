@@ -276,9 +276,9 @@ def condition_events(previous: Mapping[str, Any] | None, conditions: Sequence[Ma
         message = str(cond.get("message", ""))
         if type_ == names.COND_CAPACITY_LIMITED and cond.get("status") == "True" and old.get("message") != message:
             events.append(EventSpec("Warning", "CapacityLimited", message))
-        if type_ == names.COND_SCALING_ACTIVE and cond.get("status") == "False":
-            if (old.get("status"), old.get("reason")) != ("False", cond.get("reason")):
-                events.append(EventSpec("Warning", str(cond.get("reason")), message))
+        flipped = (old.get("status"), old.get("reason")) != ("False", cond.get("reason"))
+        if type_ == names.COND_SCALING_ACTIVE and cond.get("status") == "False" and flipped:
+            events.append(EventSpec("Warning", str(cond.get("reason")), message))
     return events
 
 

@@ -8,8 +8,10 @@ that disconnects cancels its handler, which closes the Triton stream, which canc
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS_LIMIT: Final = 131_072  # gpt-oss context length; the model refuses more than its plan's
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+# On SIGTERM, in-flight generations get this long to finish (under Kubernetes' 30 s grace period).
+SHUTDOWN_TIMEOUT_SECONDS: Final = 20.0
 _SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CLIENT_KEY: Final = web.AppKey("triton_client", TritonClient)
 _STARTED_KEY: Final = web.AppKey("started", int)
@@ -319,6 +323,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def run_gateway(config: GatewayConfig, *, host: str, port: int) -> None:
     log.info("gateway for %s on %s:%d -> triton %s", config.model_name, host, port, config.triton_grpc)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
     web.run_app(
         make_app(config),
         loop=_event_loop(),
@@ -326,5 +331,6 @@ def run_gateway(config: GatewayConfig, *, host: str, port: int) -> None:
         port=port,
         access_log=None,  # per-request logging costs more than the gateway's whole latency budget
         handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         print=None,
     )

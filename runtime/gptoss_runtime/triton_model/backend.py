@@ -3,10 +3,11 @@
 Decoupled transaction policy with a coroutine `execute` (supported for decoupled models by the Python
 backend since 23.04): the stub runs each `execute` on its event loop without waiting for it, so many
 requests stream at once. `execute` hands each request to the engine's own event loop (a thread of the
-model), which the model can still use in `finalize` to close the engine. Each request gets a response per streamed step; the last response carries
-`finish_reason` and the final flag. A client that cancels its gRPC stream (or drops its HTTP
-`generate_stream` connection) is seen through `request.is_cancelled()`; the engine request is then
-cancelled and the request counted with outcome `cancelled`.
+model), which the model can still use in `finalize` to close the engine. Each request gets a
+response per streamed step; the last response carries `finish_reason` and the final flag. A client
+that cancels its gRPC stream (or drops its HTTP `generate_stream` connection) is seen through
+`request.is_cancelled()`; the engine request is then cancelled and the request counted with outcome
+`cancelled`.
 
 The engine comes from `engine.json` next to `config.pbtxt` (written by `gptoss_runtime.triton_repo`):
 `reference` (numpy, CPU), `trtllm` (TensorRT-LLM LLM API, GPUs) or `scripted` (tests only).

@@ -190,4 +190,11 @@ def running_gateway(server: ServerProcess, tiny_weights: Path, log_path: Path) -
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # the gateway prints its threads' stacks
+            time.sleep(1)
+            process.kill()
+            process.wait()
+            raise AssertionError(f"the gateway did not stop on SIGTERM:\n{log_path.read_text()[-6000:]}") from None

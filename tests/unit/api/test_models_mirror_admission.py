@@ -21,6 +21,7 @@ import yaml
 from admission_cases import INVALID_CASES, SAMPLE_NAMES, InvalidCase, custom_resource, load_sample
 from crd_simulator import admit, iter_rules
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gptoss_operator import api, crd
 from gptoss_operator.api import GptOssDeployment, validate_update
@@ -29,15 +30,20 @@ from gptoss_operator.cli import EXIT_BAD_INPUT, field_path, main
 CASES_BY_ID = {case.id: case for case in INVALID_CASES}
 
 
-def _errors_of(case_obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-    """(field path, message) of each pydantic error for the object (an update of `old` when given)."""
+def _validation_errors(obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[ErrorDetails]:
+    """pydantic's errors for the object (an update of `old` when given); empty when it is valid."""
     try:
-        new = GptOssDeployment.model_validate(case_obj)
+        new = GptOssDeployment.model_validate(obj)
         if old is not None:
             validate_update(GptOssDeployment.model_validate(old), new)
     except ValidationError as error:
-        return [(field_path(item["loc"]), item["msg"]) for item in error.errors(include_url=False)]
+        return error.errors(include_url=False)
     return []
+
+
+def _errors_of(obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(field path, message) of each pydantic error for the object."""
+    return [(field_path(item["loc"]), item["msg"]) for item in _validation_errors(obj, old)]
 
 
 def _names(path: str, field: str) -> bool:
@@ -45,9 +51,17 @@ def _names(path: str, field: str) -> bool:
     return path == field or path.startswith((f"{field}.", f"{field}["))
 
 
-def _rule_messages(schema: Mapping[str, Any]) -> dict[str, str]:
-    """CEL rule text -> its message, for every rule in the CRD."""
-    return {str(rule["rule"]): str(rule["message"]) for _, rule in iter_rules(schema)}
+def _rule_sites(schema: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """CEL rule text -> (the path of the schema node it sits on, as a regex; its message)."""
+    sites = {}
+    for node, rule in iter_rules(schema):
+        pattern = re.escape(node).replace(r"\[\]", r"\[\d+\]").replace(r"\.\*", r"\.[^.\[]+")
+        sites[str(rule["rule"])] = (pattern, str(rule["message"]))
+    return sites
+
+
+def _within(path: str, node_pattern: str) -> bool:
+    return node_pattern == "" or re.match(rf"{node_pattern}($|[.\[])", path) is not None
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda case: case.id)
@@ -59,13 +73,29 @@ def test_the_models_reject_every_case_naming_the_field(case: InvalidCase) -> Non
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda case: case.id)
-def test_a_failed_cel_rule_gives_its_own_message_at_the_same_field(schema: dict[str, Any], case: InvalidCase) -> None:
-    failed_rules = admit(schema, case.obj, case.old).failed_rules
-    messages = _rule_messages(schema)
+def test_a_failed_cel_rule_gives_its_own_message_inside_its_node(schema: dict[str, Any], case: InvalidCase) -> None:
+    """Each CEL rule admission fails is reported by the models with the same words, within the same object.
+
+    pydantic checks an object's cross-field rules only once its fields are valid; a rule is excused when
+    another error inside its object came first.
+    """
+    sites = _rule_sites(schema)
     errors = _errors_of(case.obj, case.old)
 
-    for rule in failed_rules:
-        assert (case.field, messages[rule]) in errors, (rule, errors)
+    for rule in admit(schema, case.obj, case.old).failed_rules:
+        node, message = sites[rule]
+        reported = any(msg == message and _within(path, node) for path, msg in errors)
+        preempted = any(msg != message and _within(path, node) for path, msg in errors)
+        assert reported or preempted, (rule, errors)
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda case: case.id)
+def test_every_admission_error_uses_a_message_of_the_crd(schema: dict[str, Any], case: InvalidCase) -> None:
+    known = {message for _, message in _rule_sites(schema).values()} | {api.NAME_LENGTH_MESSAGE}
+    mirrored = [item for item in _validation_errors(case.obj, case.old) if item["type"] == api.ADMISSION_ERROR_TYPE]
+
+    for item in mirrored:
+        assert item["msg"] in known or item["msg"].startswith("Duplicate value: "), item
 
 
 # Objects the API server admits although they sit next to a rule's edge: the mirrors must not over-reject.
@@ -123,7 +153,7 @@ def test_an_update_that_keeps_the_model_passes() -> None:
 
 def test_the_name_rule_is_the_crds() -> None:
     assert api.MAX_NAME_LENGTH == crd.MAX_NAME_LENGTH
-    assert api.NAME_MESSAGE == crd.CEL_NAME_IS_DNS_LABEL["message"]
+    assert crd.CEL_NAME_IS_DNS_LABEL["message"] == api.NAME_MESSAGE
     assert f"'{api.NAME_PATTERN}'" in crd.CEL_NAME_IS_DNS_LABEL["rule"]
 
 

@@ -212,7 +212,9 @@ def test_no_token_volume_without_a_token_secret() -> None:
 
 def test_job_name_changes_with_the_revision_and_fits_a_label() -> None:
     def job_name(revision: str, name: str = "m") -> str:
-        cr = cr_from({"model": "gpt-oss-20b", "weights": {"huggingFace": {"revision": revision}}}, name=name)
+        cr = cr_from({"model": "gpt-oss-20b", "weights": {"huggingFace": {"revision": revision}}})
+        # Past the API's name bound on purpose (model_copy skips validation): the builder must cope anyway.
+        cr = cr.model_copy(update={"metadata": cr.metadata.model_copy(update={"name": name})})
         ctx = BuildContext(cr=cr, plan=plan(cr.spec, SETTINGS), settings=SETTINGS)
         return download_job_name(ctx)
 

@@ -220,7 +220,10 @@ REJECTIONS = [
     ),
     (unchecked("gpt-oss-20b", engine__max_seq_len=262144), "engine.maxSeqLen", ["131072"]),
     (
-        spec("gpt-oss-20b", replicas=1, autoscaling={"enabled": True, "mode": "keda"}),
+        unchecked(
+            "gpt-oss-20b",
+            autoscaling=spec("gpt-oss-20b").autoscaling.model_copy(update={"enabled": True, "mode": "keda"}),
+        ),
         "autoscaling.prometheusAddress",
         ["http://"],
     ),

@@ -45,11 +45,15 @@ Manifest = Mapping[str, Any] | list[Mapping[str, Any]] | str
 class KubectlError(RuntimeError):
     """A kubectl command failed; carries the command line and its output."""
 
-    def __init__(self, args: list[str], result: subprocess.CompletedProcess[str]) -> None:
+    def __init__(self, args: list[str], result: subprocess.CompletedProcess[str], diagnostics: str = "") -> None:
+        self.args_list = args
         self.result = result
-        super().__init__(
+        message = (
             f"kubectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
         )
+        if diagnostics:
+            message += f"\n--- diagnostics ---\n{diagnostics}"
+        super().__init__(message)
 
 
 class Kubectl:
@@ -107,6 +111,28 @@ class Kubectl:
     def wait(self, target: str, condition: str, timeout_s: int = 120, *extra: str) -> None:
         """``kubectl wait --for=<condition> <target>``: e.g. ``("pod/x", "condition=Ready")``, ``"delete"``."""
         self.run("wait", f"--for={condition}", target, f"--timeout={timeout_s}s", *extra, timeout=timeout_s + 30)
+
+    def rollout_status(self, deployment: str, timeout_s: int = 120) -> None:
+        """Wait for a Deployment's rollout; on timeout the error carries its pods, their conditions and events."""
+        try:
+            self.run("rollout", "status", f"deployment/{deployment}", f"--timeout={timeout_s}s", timeout=timeout_s + 30)
+        except KubectlError as error:
+            raise KubectlError(error.args_list, error.result, diagnostics=self.diagnostics()) from None
+
+    def diagnostics(self) -> str:
+        """Pods (wide), their conditions and recent events of the namespace, to attach to failures."""
+        parts = [
+            self.run("get", "pods", "-o", "wide", check=False).stdout,
+            self.run(
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{'\\n'}{end}",
+                check=False,
+            ).stdout,
+            self.run("get", "events", "--sort-by=.lastTimestamp", check=False).stdout[-4000:],
+        ]
+        return "\n".join(parts)
 
 
 def to_yaml(manifest: Manifest) -> str:

@@ -461,10 +461,10 @@ def report_closing(state: OperatorState) -> None:
     print("\n  Real inference on this CPU (the tiny reference checkpoint, the same Triton model and gateway):")
     for command in CPU_INFERENCE:
         print(f"    {command}")
-    print(
-        "\n  Try: .venv/bin/kubectl --kubeconfig", DEFAULT_KUBECONFIG, f"scale gptoss/gpt-oss-20b -n {DEMO_NAMESPACE}"
-    )
-    print("       --replicas=2   (or: source e2e/cluster/env.sh, then plain kubectl)")
+    print("\n  Try it (env.sh sets KUBECONFIG and puts kubectl, helm and kwokctl on PATH):")
+    print("    source e2e/cluster/env.sh")
+    print(f"    kubectl -n {DEMO_NAMESPACE} scale gptoss/gpt-oss-20b --replicas=2")
+    print(f"    kubectl -n {DEMO_NAMESPACE} get gptoss --watch")
     print(f"\n  The cluster and the operator (pid {state.pid}) stay up; `make demo` again reuses them.")
     print("  Tear it all down with: make cluster-down")
 

@@ -103,7 +103,7 @@ def test_simulated_nodes_are_ready_with_gpu_labels_and_allocatable(kubectl: Kube
 
 def test_two_gpu_pod_lands_on_an_eight_gpu_node_and_becomes_ready(kubectl_ns: Kubectl) -> None:
     kubectl_ns.apply(_deployment("two-gpus", gpus=2))
-    kubectl_ns("rollout", "status", "deployment/two-gpus", "--timeout=120s", timeout=150)
+    kubectl_ns.rollout_status("two-gpus")
 
     (pod,) = kubectl_ns.json("get", "pods", "-l", "app=two-gpus")["items"]
     assert _ready(pod)
@@ -146,7 +146,7 @@ def test_privileged_pod_is_rejected_by_pod_security_restricted(kubectl_ns: Kubec
 
 def test_deleting_a_deployment_garbage_collects_its_replicaset_and_pods(kubectl_ns: Kubectl) -> None:
     kubectl_ns.apply(_deployment("collected"))
-    kubectl_ns("rollout", "status", "deployment/collected", "--timeout=120s", timeout=150)
+    kubectl_ns.rollout_status("collected")
     deployment = kubectl_ns.json("get", "deployment", "collected")
     (replicaset,) = kubectl_ns.json("get", "replicasets", "-l", "app=collected")["items"]
     (pod,) = kubectl_ns.json("get", "pods", "-l", "app=collected")["items"]

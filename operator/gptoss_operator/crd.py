@@ -29,7 +29,13 @@ from typing import Any, Final
 import yaml
 
 from gptoss_operator import names
-from gptoss_operator.api import GptOssDeploymentSpec, GptOssDeploymentStatus
+from gptoss_operator.api import (
+    MAX_NAME_LENGTH,
+    NAME_MESSAGE,
+    NAME_PATTERN,
+    GptOssDeploymentSpec,
+    GptOssDeploymentStatus,
+)
 
 REGENERATE_COMMAND: Final = "make crds  (or: python -m gptoss_operator.crd --write)"
 CRD_FILE_NAME: Final = f"{names.CRD_NAME}.yaml"
@@ -45,16 +51,12 @@ HEADER: Final = (
 
 CATEGORIES: Final = ("gptoss", "ai")
 
-# The Service and the other children are named after the GptOssDeployment. A Service name must be a
-# DNS-1035 label (at most 63 characters, starting with a letter); 52 leaves room for child suffixes. The
-# length is a schema bound on metadata.name, which also keeps the CEL rule's estimated cost small.
-MAX_NAME_LENGTH: Final = 52
+# The Service and the other children are named after the GptOssDeployment: metadata.name is bounded and
+# checked once, in api.py (MAX_NAME_LENGTH, NAME_PATTERN, NAME_MESSAGE); the bound also keeps the CEL
+# rule's estimated cost small.
 CEL_NAME_IS_DNS_LABEL: Final[dict[str, str]] = {
-    "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-    "message": (
-        "metadata.name: must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), "
-        "because it names the Service and the other children"
-    ),
+    "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+    "message": NAME_MESSAGE,
 }
 
 # JSON Schema keywords without a structural form: a model that needs one fails generation loudly.

@@ -176,7 +176,7 @@ def _all_property_names(node: dict[str, Any]) -> set[str]:
     return found
 
 
-SERVER_ONLY_CHECKS = ("metadata.name", "Duplicate value")  # not modelled in pydantic: names, list uniqueness
+SERVER_ONLY_CHECKS = ("metadata.name", "Duplicate value")  # checks outside the spec schema and its CEL rules
 
 
 def _schema_only_cases() -> list[InvalidCase]:

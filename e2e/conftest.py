@@ -201,6 +201,7 @@ def _missing_binaries() -> list[str]:
 
 
 def _start_local_cluster() -> None:
+    """Run e2e/cluster/up.sh: reuse, restart or create the local kwok cluster."""
     missing = _missing_binaries()
     if missing:
         pytest.fail(
@@ -225,8 +226,9 @@ def kubeconfig() -> Iterator[Path]:
             pytest.fail(f"GPTOSS_KUBECONFIG={path}: the API server does not answer /readyz")
         yield path
         return
-    if not _api_ready(binary, DEFAULT_KUBECONFIG):
-        _start_local_cluster()
+    # up.sh is idempotent and takes about a second on a healthy cluster; it also revives one whose
+    # processes died (an answering API server alone does not mean kwok still plays nodes and pods).
+    _start_local_cluster()
     yield DEFAULT_KUBECONFIG
 
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import yaml
 from operator_process import (
+    START_MARKER,
     DetachedOperator,
     OperatorStartError,
     OperatorState,
@@ -39,6 +40,8 @@ CHART: Final = REPO / "charts" / "gpt-oss-operator"
 SAMPLES: Final = REPO / "manifests" / "samples"
 CRD_NAME: Final = "gptossdeployments.gptoss.io"
 CRD_FILE: Final = REPO / "crds" / f"{CRD_NAME}.yaml"
+OPERATOR_SOURCES: Final = REPO / "operator" / "gptoss_operator"
+RUNTIME_SOURCES: Final = REPO / "runtime" / "gptoss_runtime"
 CACHE: Final = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
 DEFAULT_KUBECONFIG: Final = CACHE / "kubeconfig"
 DEMO_DIR: Final = CACHE / "demo"
@@ -54,8 +57,8 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 DEFAULT_TIMEOUT_S: Final = 300
 
 SIMULATED_NOTE: Final = (
-    "The nodes are simulated by kwok: pods are scheduled onto fake H100 nodes and reported Running and Ready,"
-    " but no container runs on them and no inference happens."
+    "The nodes are simulated by kwok: pods are scheduled onto fake H100 nodes and reported Running and Ready,\n"
+    "  but no container runs on them and no inference happens."
 )
 CPU_INFERENCE: Final = (
     ".venv/bin/gptoss-runtime make-tiny-checkpoint /tmp/tiny",
@@ -82,12 +85,13 @@ def kubectl_binary() -> Path:
     return binary
 
 
-def helm_binary() -> Path:
+def helm_binary(build: bool = True) -> Path:
+    """The pinned helm; built from its Go module when missing and `build` (the first run only)."""
     if os.environ.get("HELM"):
         return Path(os.environ["HELM"])
     version = _versions()["HELM_VERSION"]
     binary = Path(os.environ.get("GPTOSS_BIN_CACHE", CACHE / "bin")) / f"helm-{version}" / "helm"
-    if not binary.exists():
+    if not binary.exists() and build:
         print(f"  helm {version} is not built yet; building it (e2e/cluster/build.sh helm)", flush=True)
         _stream([str(CLUSTER_DIR / "build.sh"), "helm"], "building helm")
     return binary
@@ -107,14 +111,7 @@ class Tool:
     kubeconfig: Path
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 180) -> str:
-        result = subprocess.run(
-            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = self._call(args, stdin, timeout)
         if check and result.returncode != 0:
             raise DemoError(f"{self.binary.name} {' '.join(args)} exited {result.returncode}:\n{result.stderr.strip()}")
         return result.stdout
@@ -123,15 +120,14 @@ class Tool:
         return json.loads(self.run(*args, "-o", "json"))
 
     def ok(self, *args: str) -> bool:
-        return (
-            subprocess.run(
-                [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            ).returncode
-            == 0
-        )
+        return self._call(args, None, 60).returncode == 0
+
+    def _call(self, args: Sequence[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args]
+        try:
+            return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"{self.binary.name} {' '.join(args)} did not finish in {timeout:.0f}s") from None
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -203,7 +199,7 @@ def install_chart(kubectl: Tool, helm: Tool) -> None:
         # Another installer (tests, `kubectl apply`) made the CRD; Helm would refuse to adopt it.
         kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-demo", "-f", str(CRD_FILE))
         values += ["--set", "crds.enabled=false"]
-        notes.append(f"the CRD existed without this release: applied {CRD_FILE.relative_to(REPO)} server-side")
+        notes.append(f"the CRD predates this release, so it stays outside it: applied {CRD_FILE.relative_to(REPO)}")
     replicas_key = _replicas_value()
     if replicas_key:
         values += ["--set", f"{replicas_key}=0"]
@@ -217,8 +213,13 @@ def install_chart(kubectl: Tool, helm: Tool) -> None:
     kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     revision = helm.json("status", RELEASE, "--namespace", RELEASE_NAMESPACE)["version"]
     step(3, "Chart", f"helm release {RELEASE} (revision {revision}) in namespace {RELEASE_NAMESPACE}")
+    roles = kubectl.json("get", "clusterroles,roles", "--all-namespaces", "-l", f"app.kubernetes.io/instance={RELEASE}")
+    rbac = [
+        f"{r['kind']} {r['metadata'].get('namespace', '') + '/' if r['kind'] == 'Role' else ''}{r['metadata']['name']}"
+        for r in roles["items"]
+    ]
     detail(
-        f"watchNamespaces={{{DEMO_NAMESPACE}}}: a Role in {DEMO_NAMESPACE}, read-only ClusterRole for nodes and pods\n"
+        f"watchNamespaces={{{DEMO_NAMESPACE}}}; its RBAC: {', '.join(rbac)}\n"
         "its operator Deployment runs 0 replicas: under kwok its pod would be a fake that runs nothing;\n"
         "the operator runs on this machine instead, with the chart's ServiceAccount token (next step)"
     )
@@ -226,22 +227,32 @@ def install_chart(kubectl: Tool, helm: Tool) -> None:
         detail(f"note: {note}")
 
 
-def _reusable(state: OperatorState | None, cluster: str, operator: DetachedOperator) -> bool:
+def _reusable(state: OperatorState | None, cluster: str, operator: DetachedOperator, kubectl: Tool) -> bool:
+    """A live, healthy operator of this cluster whose token still authenticates (a reinstalled chart
+    recreates the ServiceAccount, which invalidates its tokens)."""
     return (
         state is not None
         and state.cluster == cluster
         and state.namespaces == [DEMO_NAMESPACE]
         and state.token_expires_at - time.time() > TOKEN_MIN_LEFT_S
         and operator.healthy(state)
+        and Tool(kubectl.binary, operator.kubeconfig).ok("auth", "whoami")
     )
+
+
+def _code_changed_since(started_at: float) -> bool:
+    """Whether a source file of the operator (or the runtime's plan it imports) is newer than the process."""
+    sources = [*OPERATOR_SOURCES.rglob("*.py"), *RUNTIME_SOURCES.rglob("*.py")]
+    return any(path.stat().st_mtime > started_at for path in sources)
 
 
 def ensure_operator(kubectl: Tool, restart: bool) -> OperatorState:
     operator = DetachedOperator(DEMO_DIR)
     cluster, _ = cluster_fingerprint(kubectl.binary, kubectl.kubeconfig)
     state = operator.state()
-    if not restart and state is not None and _reusable(state, cluster, operator):
-        step(4, "Operator", f"reusing the running operator (pid {state.pid})")
+    changed = state is not None and _code_changed_since(state.started_at)
+    if not restart and not changed and state is not None and _reusable(state, cluster, operator, kubectl):
+        step(4, "Operator", f"reusing the running operator (pid {state.pid}; --restart-operator for a fresh one)")
     else:
         try:
             identity = service_account_kubeconfig(
@@ -255,7 +266,8 @@ def ensure_operator(kubectl: Tool, restart: bool) -> OperatorState:
             state = operator.start(identity, [DEMO_NAMESPACE])
         except OperatorStartError as error:
             raise DemoError(f"the operator did not start: {error}") from None
-        step(4, "Operator", f"started `gptoss-operator run` locally (pid {state.pid})")
+        why = " (its code changed since the last one started)" if changed else ""
+        step(4, "Operator", f"started `gptoss-operator run` locally (pid {state.pid}){why}")
     whoami = Tool(kubectl.binary, operator.kubeconfig).run(
         "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", check=False
     )
@@ -356,16 +368,23 @@ def not_ready_report(
         lines += [f"    {line}" for line in condition_lines(cr)]
     lines.append(f"pods in {DEMO_NAMESPACE}:")
     lines += [f"  {line}" for line in kubectl.run("get", "pods", "-n", DEMO_NAMESPACE, "-o", "wide").splitlines()]
-    warnings = kubectl.run(
-        "get", "events", "-n", DEMO_NAMESPACE, "--field-selector=type=Warning", "--sort-by=.lastTimestamp", check=False
-    ).splitlines()
-    if warnings:
-        lines.append("warning events (latest last):")
-        lines += [f"  {line}" for line in warnings[-10:]]
-    tail = operator_log.read_text(errors="replace").splitlines()[-30:] if operator_log.exists() else []
-    lines.append(f"operator log ({operator_log}), last {len(tail)} lines:")
-    lines += [f"  {line}" for line in tail]
+    events = kubectl.json("get", "events", "-n", DEMO_NAMESPACE, "--field-selector=type=Warning")["items"]
+    related = [e for e in events if any(e["involvedObject"]["name"].startswith(name) for name in pending)]
+    related.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    if related:
+        lines.append("warning events of those (latest last):")
+        lines += [f"  {e['involvedObject']['name']}: {e['reason']}: {e['message']}" for e in related[-8:]]
+    lines.append(f"operator log ({operator_log}), its warnings, errors and reconciles, latest last:")
+    lines += [f"  {line}" for line in notable_log_lines(operator_log)[-20:]]
     return "\n".join(lines)
+
+
+def notable_log_lines(operator_log: Path) -> list[str]:
+    """Lines of the operator's latest run worth showing on failure (Kopf logs every handler success)."""
+    text = operator_log.read_text(errors="replace") if operator_log.exists() else ""
+    latest = text[text.rfind(START_MARKER) :] if START_MARKER in text else text
+    keep = ("WARNING", "ERROR", "Traceback", "gptoss_operator")
+    return [line for line in latest.splitlines() if any(word in line for word in keep)]
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -473,6 +492,7 @@ def report_closing(state: OperatorState) -> None:
 def run_up(args: argparse.Namespace) -> None:
     kubeconfig = Path(args.kubeconfig)
     kubectl = Tool(kubectl_binary(), kubeconfig)
+    started = time.monotonic()
     heading("gpt-oss-operator demo")
     ensure_cluster(kubectl, start_local=kubeconfig == DEFAULT_KUBECONFIG)
     ensure_namespace(kubectl)
@@ -484,6 +504,7 @@ def run_up(args: argparse.Namespace) -> None:
     report_deployments(kubectl, names)
     report_placement(kubectl)
     report_closing(state)
+    print(f"\n  (demo done in {time.monotonic() - started:.0f}s)")
 
 
 def run_down(args: argparse.Namespace) -> None:
@@ -497,8 +518,12 @@ def run_down(args: argparse.Namespace) -> None:
         return
     kubectl.run("delete", "namespace", DEMO_NAMESPACE, "--ignore-not-found", "--wait=true", timeout=300)
     kubectl.run("delete", "pv", "-l", f"{DEMO_LABEL}=true", "--ignore-not-found")
-    Tool(helm_binary(), kubeconfig).run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--ignore-not-found")
-    print(f"removed namespace {DEMO_NAMESPACE}, its volumes and the helm release {RELEASE} (the CRD is kept)")
+    helm = helm_binary(build=False)
+    if helm.exists():
+        Tool(helm, kubeconfig).run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--ignore-not-found")
+    kubectl.run("delete", "namespace", RELEASE_NAMESPACE, "--ignore-not-found", "--wait=false")
+    print(f"removed namespaces {DEMO_NAMESPACE} and {RELEASE_NAMESPACE}, the demo's volumes and the helm release")
+    print("(the GptOssDeployment CRD is kept)")
 
 
 def run_stop(_args: argparse.Namespace) -> None:

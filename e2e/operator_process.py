@@ -71,19 +71,13 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPTOSS_")}
-        env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "GPTOSS_NAMESPACES": ",".join(self.namespaces),
-                "GPTOSS_METRICS_PORT": str(self.metrics_port),
-                "GPTOSS_HEALTH_PORT": str(self.health_port),
-                "GPTOSS_RESYNC_SECONDS": str(self.resync_seconds),
-                "GPTOSS_LOG_FORMAT": "text",
-                "GPTOSS_LOG_LEVEL": "INFO",
-                "PYTHONUNBUFFERED": "1",
-                **self.extra_env,
-            }
+        env = operator_environment(
+            self.kubeconfig,
+            self.namespaces,
+            metrics_port=self.metrics_port,
+            health_port=self.health_port,
+            resync_seconds=self.resync_seconds,
+            extra_env=self.extra_env,
         )
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -238,6 +232,9 @@ def wait_for_condition(
 # token of the chart's ServiceAccount (`kubectl create token`), so the process has exactly the chart's
 # RBAC. A detached operator outlives the command that started it; a JSON state file next to its pid
 # file lets a later command find it again, reuse it or stop it.
+
+
+START_MARKER = "--- gpt-oss-operator"  # the line a DetachedOperator writes to its log before each start
 
 
 class OperatorStartError(RuntimeError):
@@ -418,7 +415,7 @@ class DetachedOperator:
         )
         with self.log_path.open("ab") as log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            log.write(f"\n--- {stamp}: started as {identity.username}\n".encode())
+            log.write(f"\n{START_MARKER} {stamp}: started as {identity.username}\n".encode())
             log.flush()
             process = subprocess.Popen(
                 [sys.executable, "-m", "gptoss_operator.cli", "run"],
@@ -479,3 +476,8 @@ class DetachedOperator:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+
+    def logs_since_start(self) -> str:
+        """The log of the latest process only (the file keeps earlier runs above it)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[text.rfind(START_MARKER) :] if START_MARKER in text else text

@@ -21,9 +21,9 @@ kctl() { "$GPTOSS_KUBECTL" --kubeconfig "$KUBECONFIG" --request-timeout=10s "$@"
 # api_ready: the API server answers /readyz with our kubeconfig.
 api_ready() { [[ -f "$KUBECONFIG" ]] && kctl get --raw=/readyz >/dev/null 2>&1; }
 
-# healthy: API ready and every expected node Ready.
+# healthy: every component running, API ready and every expected node Ready.
 healthy() {
-  api_ready || return 1
+  components_alive && api_ready || return 1
   local ready
   ready=$(kctl get nodes -l gptoss.dev/simulated=true \
     -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
@@ -31,7 +31,24 @@ healthy() {
   [[ "$ready" -ge "$EXPECTED_NODES" ]]
 }
 
-cluster_exists() { "$KWOK_BIN/kwokctl" get clusters 2>/dev/null | grep -qx "$GPTOSS_CLUSTER_NAME"; }
+CLUSTER_STATE="$KWOK_WORKDIR/clusters/$GPTOSS_CLUSTER_NAME"
+
+# components_alive: every process kwokctl started for the cluster is still running.
+components_alive() {
+  local pidfile count=0
+  for pidfile in "$CLUSTER_STATE"/pids/*.pid; do
+    [[ -f "$pidfile" ]] || return 1
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || return 1
+    count=$((count + 1))
+  done
+  ((count >= 5))  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok-controller
+}
+
+# kwokctl_run ARGS...: kwokctl without the lock's file descriptor, which the control-plane processes it
+# forks would otherwise inherit and hold forever.
+kwokctl_run() { "$KWOK_BIN/kwokctl" "$@" 8>&-; }
+
+cluster_exists() { kwokctl_run get clusters 2>/dev/null | grep -qx "$GPTOSS_CLUSTER_NAME"; }
 
 create_cluster() {
   log "creating kwok cluster '$GPTOSS_CLUSTER_NAME' (kube $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
@@ -39,7 +56,9 @@ create_cluster() {
   # Every binary is a local path, so kwokctl links them and downloads nothing.
   # Admission stays on (kube-apiserver's default plugins, PodSecurity included); the controller manager
   # runs its default controller set ("*": garbage collector, deployment, replicaset, job, namespace, ...).
-  "$KWOK_BIN/kwokctl" --config "$HERE/kwokctl.yaml" create cluster \
+  # --heartbeat-factor=2: 80 s node leases renewed every 20 s, node monitor grace 80 s (kwokctl's default
+  # factor 5 gives 200 s leases, which slows the lease hand-over after a restart).
+  kwokctl_run --config "$HERE/kwokctl.yaml" create cluster \
     --name "$GPTOSS_CLUSTER_NAME" \
     --runtime binary \
     --kubeconfig "$KUBECONFIG" \
@@ -50,8 +69,10 @@ create_cluster() {
     --kube-scheduler-binary "$KUBE_BIN/kube-scheduler" \
     --kwok-controller-binary "$KWOK_BIN/kwok" \
     --etcd-binary "$ETCD_BIN/etcd" \
+    --heartbeat-factor=2 \
     --quiet-pull \
     --wait "$READY_TIMEOUT"
+  chmod 600 "$KUBECONFIG"  # it names the admin client key
 }
 
 apply_nodes() {
@@ -63,8 +84,37 @@ apply_nodes() {
     die "serviceaccount default/default never appeared; see '$KWOK_BIN/kwokctl logs kube-controller-manager --name $GPTOSS_CLUSTER_NAME'"
 }
 
+# restart_cluster: stop whatever is left of the cluster's processes and start them all again.
+restart_cluster() {
+  log "cluster '$GPTOSS_CLUSTER_NAME' exists but some of its processes are gone; restarting them"
+  kwokctl_run stop cluster --name "$GPTOSS_CLUSTER_NAME" >/dev/null 2>&1 || true
+  kwokctl_run start cluster --name "$GPTOSS_CLUSTER_NAME" --wait "$READY_TIMEOUT" || return 1
+  api_ready || return 1
+  take_over_node_leases
+}
+
+# take_over_node_leases: kwok holds each node's Lease under a random per-process identity and a new kwok
+# waits for the old leases to expire (the node lease duration) before it manages those nodes and plays
+# their pods again; until then pods bound to them stay Pending. The old holder is dead, so delete its
+# leases and wait until the new kwok has created its own.
+take_over_node_leases() {
+  local nodes node
+  mapfile -t nodes < <(kctl get nodes -l gptoss.dev/simulated=true -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
+  ((${#nodes[@]} > 0)) || return 0
+  log "handing ${#nodes[@]} node leases over to the restarted kwok controller"
+  kctl delete lease --namespace kube-node-lease --ignore-not-found "${nodes[@]}" >/dev/null
+  for node in "${nodes[@]}"; do
+    kctl wait --for=create --namespace kube-node-lease "lease/$node" --timeout="$READY_TIMEOUT" >/dev/null ||
+      die "kwok did not take node $node over; see '$KWOK_BIN/kwokctl logs kwok-controller --name $GPTOSS_CLUSTER_NAME'"
+  done
+}
+
 main() {
   local start=$SECONDS
+  # Several test sessions may call up.sh at once; one decides, the others then find the cluster healthy.
+  mkdir -p "$GPTOSS_CACHE"
+  exec 8>"$GPTOSS_CACHE/.cluster-$GPTOSS_CLUSTER_NAME.lock"
+  flock 8
   "$HERE/build.sh" kwok kubernetes etcd
   if healthy; then
     log "cluster '$GPTOSS_CLUSTER_NAME' is already up and healthy; reusing it"
@@ -72,16 +122,14 @@ main() {
     if cluster_exists && [[ ! -s "$KUBECONFIG" ]]; then
       log "restoring the missing kubeconfig of cluster '$GPTOSS_CLUSTER_NAME'"
       mkdir -p "$(dirname "$KUBECONFIG")"
-      (umask 077 && "$KWOK_BIN/kwokctl" get kubeconfig --name "$GPTOSS_CLUSTER_NAME" >"$KUBECONFIG")
+      (umask 077 && kwokctl_run get kubeconfig --name "$GPTOSS_CLUSTER_NAME" >"$KUBECONFIG")
     fi
-    if cluster_exists && ! api_ready; then
-      log "cluster '$GPTOSS_CLUSTER_NAME' exists but is not answering; starting its components"
-      "$KWOK_BIN/kwokctl" start cluster --name "$GPTOSS_CLUSTER_NAME" --wait "$READY_TIMEOUT" ||
-        log "start failed; recreating"
+    if cluster_exists && ! components_alive; then
+      restart_cluster || log "restart failed; recreating"
     fi
     if cluster_exists && ! api_ready; then
       log "deleting the broken cluster '$GPTOSS_CLUSTER_NAME'"
-      "$KWOK_BIN/kwokctl" delete cluster --name "$GPTOSS_CLUSTER_NAME" --kubeconfig "$KUBECONFIG"
+      kwokctl_run delete cluster --name "$GPTOSS_CLUSTER_NAME" --kubeconfig "$KUBECONFIG"
     fi
     cluster_exists || create_cluster
     api_ready || die "the API server did not become ready; see '$KWOK_BIN/kwokctl logs kube-apiserver --name $GPTOSS_CLUSTER_NAME'"

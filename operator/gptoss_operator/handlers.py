@@ -105,7 +105,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     resync_tasks: list[asyncio.Task[None]] = []
     operator_settings = settings
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)  # as Kopf's own fallbacks: others may log in
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # A registry of our own gets none of Kopf's fallback logins: in-cluster token or KUBECONFIG.
         return kopf.login_via_client(**kwargs)

@@ -193,6 +193,17 @@ class Reconciler:
         log.warning("invalid spec of %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         new_status = status.invalid_spec_status(previous, generation=generation, message=message, now=self._now())
         patched = self._write_status(body, previous, new_status)
+        metrics.set_deployment_state(
+            namespace=str(meta.get("namespace")),
+            name=str(meta.get("name")),
+            model=str((body.get("spec") or {}).get("model") or "unknown"),
+            phase=names.PHASE_FAILED,
+            desired_replicas=0,
+            ready_replicas=0,
+            gpus=0,
+            capacity_limited=False,
+            weights_ready=False,
+        )
         return Outcome(metrics.RESULT_INVALID, status_patched=patched)
 
     # ------------------------------------------------------------------------------ pieces

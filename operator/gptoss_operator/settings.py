@@ -48,6 +48,11 @@ class OperatorSettings(BaseSettings):
     autoscaler_scrape_timeout_seconds: float = Field(
         default=2.0, gt=0, le=60, description="Timeout of one autoscaler scrape of a pod's metrics."
     )
+    autoscaler_startup_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="No scale-down while a replica has been ready for less than this (it has no traffic yet).",
+    )
     cluster_domain: str = Field(default="cluster.local", description="DNS suffix for status endpoints.")
     weights_verify_checksums: bool = Field(
         default=True, description="Pods verify weight checksums against the fetcher's manifest before serving."

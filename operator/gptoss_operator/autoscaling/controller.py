@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -224,7 +224,10 @@ class Autoscaler:
         namespace, name, uid = cr.namespace, cr.name, cr.metadata.uid
         now = self._clock()
         try:
-            config = policy_config(cr.spec.autoscaling, max_batch_size=plan.engine.max_batch_size)
+            config = replace(
+                policy_config(cr.spec.autoscaling, max_batch_size=plan.engine.max_batch_size),
+                startup_grace_seconds=self.settings.autoscaler_startup_grace_seconds,
+            )
         except ValueError as error:
             value = record.invalid_config_value(str(error))
             written = await self._write(body, None, {names.COND_SCALING_ACTIVE: value}, now)

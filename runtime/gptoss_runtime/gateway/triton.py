@@ -31,6 +31,7 @@ _OUTPUT_NAMES: Final = (
     schema.FINISH_REASON,
 )
 _INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
+STREAM_END_TIMEOUT_SECONDS: Final = 10.0
 _LENGTH: Final = struct.Struct("<I")
 _INT32: Final = struct.Struct("<i")
 
@@ -128,11 +129,21 @@ def _error_field(message: str) -> str | None:
     return head if head in _INPUT_NAMES else None
 
 
+async def _read_to_end(stream: Any) -> None:
+    try:
+        async with asyncio.timeout(STREAM_END_TIMEOUT_SECONDS):
+            async for _ in stream:
+                pass
+    except (TimeoutError, InferenceServerException, RpcError):
+        stream.cancel()
+
+
 class TritonClient:
     def __init__(self, url: str, model: str = contract.TRITON_MODEL_NAME) -> None:
         self._client = grpc_aio.InferenceServerClient(url=url)
         self._model = model
         self._outputs = [InferRequestedOutput(name) for name in _OUTPUT_NAMES]
+        self._finishing: set[asyncio.Task[None]] = set()
 
     async def is_ready(self) -> bool:
         try:
@@ -141,6 +152,8 @@ class TritonClient:
             return False
 
     async def close(self) -> None:
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=STREAM_END_TIMEOUT_SECONDS)
         await self._client.close()
 
     async def generate(self, request_id: str, inputs: GenerationInputs) -> AsyncGenerator[Step, None]:
@@ -177,7 +190,16 @@ class TritonClient:
             raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
         finally:
             # Ending our half of the stream lets Triton close it; only an unfinished generation is
-            # cancelled (cancelling is the costlier path in grpc.aio, and it would abort the request).
+            # cancelled. A finished call is read to its end in the background rather than dropped: a
+            # dropped grpc.aio call is cancelled when collected, and a cancel that reaches Triton 2.51
+            # after the final response leaves it unable to unload the model at shutdown.
             finished.set()
-            if not completed:
+            if completed:
+                self._finish_in_background(stream)
+            else:
                 stream.cancel()
+
+    def _finish_in_background(self, stream: Any) -> None:
+        task = asyncio.get_running_loop().create_task(_read_to_end(stream))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)

@@ -161,7 +161,7 @@ class TritonPythonModel:
         try:
             sender.send(self._pb.InferenceResponse(error=error), flags=self._pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as failure:  # the client may be gone already; nothing is left to tell it
-            self._pb.Logger.log_verbose(f"gpt_oss: final response not delivered: {failure!r}")
+            self._pb.Logger.log_warn(f"gpt_oss: final response not delivered: {failure!r}")
 
     # --- gauges ------------------------------------------------------------------------------------
 

@@ -94,9 +94,19 @@ async def stream(url: str, **inputs: Any) -> AsyncIterator[Response]:
                 return
     finally:
         finished.set()  # half-close: Triton ends the stream once the request is done
-        if not completed:
+        if completed:
+            # Let Triton close the stream before closing the channel: closing the channel would cancel
+            # the finished call, and a gRPC cancel that arrives after the final response leaves Triton
+            # 2.51 unable to unload the model at shutdown.
+            await asyncio.wait_for(_drain(call), timeout=10)
+        else:
             call.cancel()
         await client.close()
+
+
+async def _drain(call: Any) -> None:
+    async for _ in call:
+        pass
 
 
 async def generate(url: str, **inputs: Any) -> list[Response]:

@@ -1,7 +1,8 @@
 """The Helm chart rendered with the real helm for several value sets, every object checked.
 
 Needs the helm binary the cluster tooling builds (~/.cache/gpt-oss-operator/bin/helm-<version>/helm, or
-$HELM). Without it these tests skip, except in CI (CI set), where a missing helm is a failure.
+$HELM). Without it these tests skip, except in CI (CI set), where a missing helm is a failure. They carry
+the `cluster` marker so that `make test` runs them after that build (they need no running cluster).
 Regenerate manifests/install.yaml with: UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install
 """
 
@@ -23,6 +24,8 @@ import yaml
 
 from gptoss_operator import names
 from gptoss_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.cluster  # runs once the cluster tooling (helm) is built; needs no API server
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "gpt-oss-operator"

@@ -57,5 +57,14 @@ e2e-tools: ## helm + upstream CRDs (KEDA, prometheus-operator) into ~/.cache/gpt
 	e2e/cluster/build.sh helm
 	e2e/cluster/upstream-crds.sh
 
+runtime-tests: venv ## the runtime's tests with the real tritonserver on CPU
+	$(BIN)/pytest -q tests/runtime
+
+bench: venv ## benchmarks: render, gateway overhead, reference engine, autoscaling simulation
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/reference_engine.py
+	$(BIN)/python bench/autoscale_sim.py
+
 clean: ## remove build outputs (not the binary cache)
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

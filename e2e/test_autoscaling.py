@@ -263,20 +263,23 @@ def test_capacity_cap_stops_at_what_fits_and_says_so(
     wait_for(capped, "CapacityLimited=True", timeout_s=READY_TIMEOUT_S, dump=dump)
     seen = get_cr(kubectl_ns, "capped")
     limited = condition(seen, "CapacityLimited")
-    assert limited["reason"] == "InsufficientFreeGPUs"
-    assert "wanted 6 replicas (6 GPUs at 1 per replica) but only 2 fit" in limited["message"], limited["message"]
-    assert seen["spec"]["replicas"] == 2
-    assert seen["status"]["autoscaling"]["schedulableReplicas"] == 2
+    assert limited["reason"] == "InsufficientFreeGPUs", dump()
+    assert "wanted 6 replicas (6 GPUs at 1 per replica) but only 2 fit" in limited["message"], dump()
+    assert seen["spec"]["replicas"] == 2, dump()
+    assert seen["status"]["autoscaling"]["schedulableReplicas"] == 2, dump()
     wait_for(lambda: bool(events(kubectl_ns, "capped", "CapacityLimited")), "a CapacityLimited Event", dump=dump)
     assert events(kubectl_ns, "capped", "CapacityLimited")[0]["type"] == "Warning"
 
-    # Several more rounds under the same pressure: the replicas stay at what fits, and no pod is Pending.
+    def placed() -> list[str | None]:
+        return [p["spec"].get("nodeName") for p in server_pods(kubectl_ns, "capped")]
+
+    wait_for(lambda: placed() == [own_gpu_node, own_gpu_node], "both replicas bound to the test's node", dump=dump)
+    # Several more rounds under the same pressure: the replicas stay at what fits and no pod waits for a GPU.
     wait_for(autoscaler_rounds_after(kubectl_ns, "capped", time.time(), 3), "three more autoscaler rounds", dump=dump)
-    wait_for(lambda: len(server_pods(kubectl_ns, "capped")) == 2, "two server pods", dump=dump)
-    assert get_cr(kubectl_ns, "capped")["spec"]["replicas"] == 2
+    assert get_cr(kubectl_ns, "capped")["spec"]["replicas"] == 2, dump()
     pods = server_pods(kubectl_ns, "capped")
-    assert [p["spec"].get("nodeName") for p in pods] == [own_gpu_node, own_gpu_node]
-    assert all(p["status"].get("phase") != "Pending" for p in pods)
+    assert [p["spec"].get("nodeName") for p in pods] == [own_gpu_node, own_gpu_node], dump()
+    assert all(p["status"].get("phase") == "Running" for p in pods), json.dumps([p["status"] for p in pods])
 
 
 @pytest.fixture(scope="module")

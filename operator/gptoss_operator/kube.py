@@ -63,9 +63,12 @@ class ApiError(Exception):
 class TransientApiError(ApiError):
     """A conflict, throttling, server error or lost connection: retry after `delay` seconds."""
 
-    def __init__(self, verb: str, path: str, code: int, message: str, delay: float) -> None:
+    def __init__(
+        self, verb: str, path: str, code: int, message: str, delay: float, *, retry_after: bool = False
+    ) -> None:
         super().__init__(verb, path, code, message)
         self.delay = delay
+        self.retry_after = retry_after  # the delay is the server's Retry-After
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float:
@@ -344,7 +347,10 @@ class Kube:
         if code >= 300:
             message = _error_message(raw)
             if code in TRANSIENT_CODES:
-                raise TransientApiError(verb, path, code, message, _retry_after(response.headers))
+                has_retry_after = bool((response.headers or {}).get("Retry-After"))
+                raise TransientApiError(
+                    verb, path, code, message, _retry_after(response.headers), retry_after=has_retry_after
+                )
             raise ApiError(verb, path, code, message)
         return json.loads(raw) if raw else {}
 

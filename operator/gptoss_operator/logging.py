@@ -57,6 +57,14 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class QuietChildEvents(logging.Filter):
+    """Drop Kopf's "Handler 'child-...' succeeded" lines: one per event of every child, pure noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.levelno <= logging.INFO and message.startswith("Handler 'child-"))
+
+
 def configure(log_format: str = "json", level: str = "INFO") -> None:
     """Route every logger (ours, Kopf's, the clients') to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -67,6 +75,7 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
+    handler.addFilter(QuietChildEvents())
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("urllib3", "aiohttp.access", "kubernetes.client.rest"):

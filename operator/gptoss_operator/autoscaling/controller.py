@@ -321,8 +321,8 @@ class Autoscaler:
                 decision, self.settings.autoscaler_interval_seconds
             ),
         }
-        keep_capacity = values[names.COND_CAPACITY_LIMITED] is None
-        conditions = {k: v for k, v in values.items() if not (k == names.COND_CAPACITY_LIMITED and keep_capacity)}
+        # A None value (a hold on missing data says nothing about capacity) keeps the condition as it is.
+        conditions = {k: v for k, v in values.items() if v is not None}
         written = await self._write(body, autoscaling, conditions, now)
         event = record.rescale_event(decision, applied, capped)
         if event is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gptoss_operator import builders
+from gptoss_operator import builders, handlers, kube
 from gptoss_operator import logging as operator_logging
 from gptoss_operator.kube import (
     ANNOTATION_APPLIED_HASH,
@@ -166,3 +166,21 @@ def test_child_events_find_their_owner_by_controller_reference() -> None:
     assert owner_of({"metadata": {"namespace": "team", "labels": {"gptoss.io/deployment": "x"}}}) is None
     foreign = {"metadata": {**child["metadata"], "ownerReferences": [{"kind": "ReplicaSet", "controller": True}]}}
     assert owner_of(foreign) is None
+
+
+def test_child_event_noise_is_filtered_but_failures_are_not() -> None:
+    quiet = operator_logging.QuietChildEvents()
+    noise = logging.makeLogRecord({"msg": "Handler 'child-deployments' succeeded.", "levelno": logging.INFO})
+    failure = logging.makeLogRecord({"msg": "Handler 'child-deployments' failed.", "levelno": logging.ERROR})
+    create = logging.makeLogRecord({"msg": "Handler 'reconcile-create' succeeded.", "levelno": logging.INFO})
+    assert not quiet.filter(noise)
+    assert quiet.filter(failure)
+    assert quiet.filter(create)
+
+
+def test_backoff_grows_with_kopfs_retry_count_unless_the_server_says() -> None:
+    plain = kube.TransientApiError("get", "/x", 500, "boom", 5.0)
+    assert [handlers.backoff(plain, retry) for retry in (0, 1, 2, 3, 10)] == [1, 2, 4, 8, 60]
+    told = kube.TransientApiError("get", "/x", 429, "slow down", 7.0, retry_after=True)
+    assert handlers.backoff(told, 0) == 7
+    assert handlers.backoff(told, 5) == 32

@@ -26,10 +26,10 @@ PLAN_FILE_NAME: Final = "plan.json"  # key in the plan ConfigMap
 PLAN_PATH: Final = f"{PLAN_DIR}/{PLAN_FILE_NAME}"
 WEIGHTS_DIR: Final = "/models"  # the weight cache volume's mount point
 WEIGHTS_COMPLETE_MARKER: Final = ".gptoss-complete"  # written last by `gptoss-runtime fetch`
-HF_TOKEN_DIR: Final = "/var/run/secrets/gptoss"
-HF_TOKEN_FILE_NAME: Final = "hf-token"
+HF_TOKEN_DIR: Final = "/var/run/secrets/gptoss"  # noqa: S105 - a mount path, not a secret
+HF_TOKEN_FILE_NAME: Final = "hf-token"  # noqa: S105 - a file name, not a secret
 HF_TOKEN_PATH: Final = f"{HF_TOKEN_DIR}/{HF_TOKEN_FILE_NAME}"
-MODEL_REPOSITORY_DIR: Final = "/tmp/gptoss/model-repository"  # written by the launcher (emptyDir)
+MODEL_REPOSITORY_DIR: Final = "/tmp/gptoss/model-repository"  # noqa: S108 - an emptyDir the launcher owns
 
 # Paths the fetcher skips: OpenAI's reference layout and the Metal build are not needed for serving.
 SKIPPED_CHECKPOINT_FOLDERS: Final = ("original/", "metal/")
@@ -39,7 +39,7 @@ SKIPPED_CHECKPOINT_FOLDERS: Final = ("original/", "metal/")
 METRIC_REQUESTS_RUNNING: Final = "gptoss_requests_running"  # gauge: sequences being generated now
 METRIC_REQUESTS_WAITING: Final = "gptoss_requests_waiting"  # gauge: admitted, not yet scheduled
 METRIC_KV_CACHE_UTILIZATION: Final = "gptoss_kv_cache_utilization_ratio"  # gauge 0..1
-METRIC_TIME_TO_FIRST_TOKEN: Final = "gptoss_time_to_first_token_seconds"  # histogram
+METRIC_TIME_TO_FIRST_TOKEN: Final = "gptoss_time_to_first_token_seconds"  # noqa: S105 - histogram
 METRIC_GENERATED_TOKENS: Final = "gptoss_generated_tokens_total"  # counter: output tokens
 METRIC_PROMPT_TOKENS: Final = "gptoss_prompt_tokens_total"  # counter: input tokens
 METRIC_REQUESTS: Final = "gptoss_requests_total"  # counter, label outcome=success|error|cancelled

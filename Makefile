@@ -36,8 +36,9 @@ e2e: cluster-up ## end-to-end tests on the local control plane
 test: venv ## everything CI runs: lint, types, unit/runtime/monitoring tests, then e2e on the local cluster
 	hack/test.sh
 
-crds: venv ## regenerate the CRD (crds/ and the chart's crds/) from the pydantic models
+crds: venv ## regenerate the CRD (crds/, the chart's files/crds/) from the models, and manifests/install.yaml
 	$(BIN)/python hack/generate-crds.py --write
+	$(BIN)/python hack/render-install.py
 
 .PHONY: cluster-binaries e2e-tools
 cluster-binaries: ## build the local control plane + helm from Go modules (cached per version; cold: 25-45 min)

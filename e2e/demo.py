@@ -7,7 +7,8 @@
 `up` is idempotent: a second run reuses the cluster, the Helm release and the operator process. The
 cluster is the local kwok one (e2e/cluster/up.sh; its nodes are simulated, no container runs), so the
 operator runs here as a local process, with a token of the chart's ServiceAccount: exactly the chart's
-RBAC. The chart's own operator Deployment is kept at 0 replicas (under kwok its pod would be a fake).
+RBAC. The chart's own operator Deployment runs 0 replicas (`--set replicas=0`; under kwok its pod would be
+a fake).
 Files: ~/.cache/gpt-oss-operator/demo/ (operator.log, operator.pid, operator.json, operator.kubeconfig).
 """
 
@@ -184,13 +185,6 @@ def _crd_owned_by_release(kubectl: Tool) -> bool | None:
     )
 
 
-def _replicas_value() -> str | None:
-    """The chart value that sets the operator Deployment's replicas, when the chart has one."""
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    known = schema.get("properties", {})
-    return next((key for key in ("replicaCount", "replicas") if key in known), None)
-
-
 def install_chart(kubectl: Tool, helm: Tool) -> None:
     values = ["--set", f"watchNamespaces={{{DEMO_NAMESPACE}}}"]
     notes: list[str] = []
@@ -200,16 +194,10 @@ def install_chart(kubectl: Tool, helm: Tool) -> None:
         kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-demo", "-f", str(CRD_FILE))
         values += ["--set", "crds.enabled=false"]
         notes.append(f"the CRD predates this release, so it stays outside it: applied {CRD_FILE.relative_to(REPO)}")
-    replicas_key = _replicas_value()
-    if replicas_key:
-        values += ["--set", f"{replicas_key}=0"]
+    values += ["--set", "replicas=0"]  # the operator runs on this machine instead (ensure_operator)
     # No --wait: nothing here depends on the chart's own operator pod (a kwok fake).
     install = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace"]
     helm.run(*install, *values)
-    if not replicas_key:
-        # The chart has no replicas value: scale its Deployment down by hand (helm upgrade restores 1).
-        kubectl.run("scale", "deployment", RELEASE, "-n", RELEASE_NAMESPACE, "--replicas=0")
-        notes.append("the chart has no replicas value: its Deployment was scaled to 0 with kubectl")
     kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     revision = helm.json("status", RELEASE, "--namespace", RELEASE_NAMESPACE)["version"]
     step(3, "Chart", f"helm release {RELEASE} (revision {revision}) in namespace {RELEASE_NAMESPACE}")

@@ -172,8 +172,7 @@ def test_install_upgrade_uninstall_with_cluster_wide_rbac(
     deployment = kubectl.json("get", "deployment", fullname, "--namespace", namespace)
     assert deployment["status"].get("availableReplicas") == 1  # its pod passed Pod Security "restricted"
     crd = kubectl.json("get", "crd", CRD_NAME)
-    if (CHART / "files" / "crds").exists():
-        assert crd["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
+    assert crd["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"  # templates/crd.yaml adopted it
 
     run_sample_with_chart_rbac(kubectl, namespace, fullname, [], tmp_path, kubeconfig)
 

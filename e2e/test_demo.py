@@ -92,6 +92,19 @@ def test_operator_runs_as_the_charts_service_account_with_the_charts_rbac(demo_o
     assert "Forbidden" not in log, log  # 403s are logged by Kopf and the operator alike
 
 
+def test_charts_operator_deployment_is_held_at_zero_by_the_replicas_value(demo_output: str, kubectl: Kubectl) -> None:
+    deployment = kubectl.json("get", "deployment", demo.RELEASE, "--namespace", demo.RELEASE_NAMESPACE)
+    assert deployment["spec"]["replicas"] == 0
+    values = json.loads(
+        subprocess.run(
+            [str(demo.helm_binary(build=False)), "--kubeconfig", str(kubectl.kubeconfig), "get", "values",
+             demo.RELEASE, "--namespace", demo.RELEASE_NAMESPACE, "-o", "json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert values["replicas"] == 0  # set through the chart, so a `helm upgrade` keeps it at 0
+
+
 def test_two_gpu_replicas_share_one_node_with_enough_gpus(demo_output: str, kubectl: Kubectl) -> None:
     nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
     pods = [p for p in kubectl.json("get", "pods", "--namespace", demo.DEMO_NAMESPACE)["items"] if demo.gpu_count(p)]

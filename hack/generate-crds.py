@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate the GptOssDeployment CRD from the pydantic models into crds/ and the Helm chart's crds/.
+"""Regenerate the GptOssDeployment CRD from the pydantic models into crds/ and the Helm chart's
+files/crds/ (read by the chart's templates/crd.yaml).
 
 Usage: hack/generate-crds.py [--check]   (or `make crds`)
 --check exits 1, naming the stale files, when a checked-in copy differs from the models.

@@ -39,8 +39,9 @@ from gptoss_operator.api import (
 
 REGENERATE_COMMAND: Final = "make crds  (or: python -m gptoss_operator.crd --write)"
 CRD_FILE_NAME: Final = f"{names.CRD_NAME}.yaml"
-# Relative to the repository root.
-CRD_PATHS: Final = (Path("crds") / CRD_FILE_NAME, Path("charts/gpt-oss-operator/crds") / CRD_FILE_NAME)
+# Relative to the repository root. The chart's copy is read by templates/crd.yaml (not Helm's crds/ folder),
+# so that crds.enabled and crds.keep apply to it.
+CRD_PATHS: Final = (Path("crds") / CRD_FILE_NAME, Path("charts/gpt-oss-operator/files/crds") / CRD_FILE_NAME)
 
 HEADER: Final = (
     "# GENERATED FILE - DO NOT EDIT.\n"
@@ -297,7 +298,7 @@ def write_files(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptoss_operator.crd", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="write crds/ and the chart's crds/ copies")
+    action.add_argument("--write", action="store_true", help="write crds/ and the chart's files/crds/ copies")
     action.add_argument("--check", action="store_true", help="exit 1 when a checked-in copy drifts")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
     args = parser.parse_args(argv)

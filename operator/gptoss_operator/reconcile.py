@@ -307,6 +307,8 @@ class Reconciler:
             gpus=int(new_status.get("replicas") or 0) * plan.gpus_per_replica,
             capacity_limited=capacity_cond.get("status") == "False" or limited_cond.get("status") == "True",
             weights_ready=weights_cond.get("status") == "True",
+            # The TTFT alert compares against the deployment's own target (2 s without one).
+            time_to_first_token_target_seconds=cr.spec.autoscaling.targets.time_to_first_token_seconds,
         )
 
     # ---------------------------------------------------------------------------- resync

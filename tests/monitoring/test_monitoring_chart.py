@@ -25,17 +25,6 @@ import yaml
 from monitoring_env import CHART_DIR, DASHBOARDS_DIR, MONITORING_DIR, RELABEL_FILE, RULES_FILE
 
 CACHE = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
-TEMPORARY_HELPERS = """
-{{- define "gpt-oss-operator.fullname" -}}{{ .Release.Name }}-gpt-oss-operator{{- end }}
-{{- define "gpt-oss-operator.selectorLabels" -}}
-app.kubernetes.io/name: gpt-oss-operator
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end }}
-{{- define "gpt-oss-operator.labels" -}}
-{{ include "gpt-oss-operator.selectorLabels" . }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- end }}
-"""
 
 
 def _camel_to_snake(name: str) -> str:
@@ -118,20 +107,19 @@ def test_podmonitor_endpoint_is_valid_for_the_real_crd() -> None:
 
 
 def test_chart_values_carry_the_monitoring_defaults() -> None:
-    fragment_file = CHART_DIR / "values.monitoring.yaml"
-    values_file = CHART_DIR / "values.yaml"
-    if not (fragment_file.exists() and values_file.exists()):
-        pytest.skip("values.monitoring.yaml is merged (or values.yaml not written yet)")
-    fragment = yaml.safe_load(fragment_file.read_text())
-    values = yaml.safe_load(values_file.read_text())
-    assert {key: values.get(key) for key in fragment} == fragment
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert values["serviceMonitor"] == {"enabled": False, "interval": "30s", "labels": {}}
+    assert values["prometheusRule"] == {"enabled": False, "labels": {}}
+    assert values["dashboards"] == {
+        "enabled": False,
+        "namespace": "",
+        "labels": {"grafana_dashboard": "1"},
+        "annotations": {},
+    }
 
 
 def test_chart_schema_accepts_the_monitoring_defaults() -> None:
-    schema_file = CHART_DIR / "values.schema.json"
-    if not schema_file.exists():
-        pytest.skip("the chart has no values.schema.json yet")
-    schema = json.loads(schema_file.read_text())
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     jsonschema.Draft7Validator(schema).validate(values)
     values["dashboards"]["labels"] = {"grafana_dashboard": 1}
@@ -147,16 +135,8 @@ def _helm() -> str:
     return found
 
 
-def _render(tmp_path: Path, *sets: str) -> list[dict[str, Any]]:
-    chart = tmp_path / "chart"
-    shutil.copytree(CHART_DIR, chart)
-    if not (chart / "Chart.yaml").exists():
-        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: gpt-oss-operator\nversion: 0.1.0\n")
-    if not (chart / "templates" / "_helpers.tpl").exists():
-        (chart / "templates" / "_helpers.tpl").write_text(TEMPORARY_HELPERS)
-    args = [_helm(), "template", "gpt", str(chart), "--namespace", "gpt-oss-system"]
-    if (chart / "values.monitoring.yaml").exists():  # until merged into values.yaml
-        args += ["-f", str(chart / "values.monitoring.yaml")]
+def _render(*sets: str) -> list[dict[str, Any]]:
+    args = [_helm(), "template", "gpt", str(CHART_DIR), "--namespace", "gpt-oss-system"]
     for value in sets:
         args += ["--set", value]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
@@ -177,14 +157,13 @@ def _ours(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def test_monitoring_is_off_by_default(tmp_path: Path) -> None:
-    assert [d["kind"] for d in _ours(_render(tmp_path)) if d["kind"] != "Service"] == []
+def test_monitoring_is_off_by_default() -> None:
+    assert [d["kind"] for d in _ours(_render()) if d["kind"] != "Service"] == []
 
 
-def test_rendered_monitoring_objects(tmp_path: Path) -> None:
+def test_rendered_monitoring_objects() -> None:
     docs = _ours(
         _render(
-            tmp_path,
             "serviceMonitor.enabled=true",
             "serviceMonitor.interval=15s",
             "serviceMonitor.labels.release=kps",

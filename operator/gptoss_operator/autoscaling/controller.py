@@ -166,6 +166,7 @@ class Autoscaler:
         self._scrape = scrape
         self._clock = clock
         self._memory: dict[str, _Memory] = {}
+        self._failing: set[str] = set()  # pods whose last scrape failed (their next failure logs at debug)
 
     async def evaluate_all(self) -> list[Outcome]:
         """One round: every deployment evaluated concurrently; a failure of one is logged, not raised."""
@@ -246,11 +247,14 @@ class Autoscaler:
         capped = cap(decision.desired, current, fit) if fit is not None else Cap(decision.desired, False, "")
         applied = capped.replicas
         history = record.compact(memory.history.record(now, decision, config, applied))
+        # The record first, then the scale: the reconcile that the scale triggers then reads both, instead of
+        # racing this status write (a 409 and a retry on every scale).
+        written = await self._record_operator(body, decision, applied, capped, fit, history, now)
         if applied != current:
             await asyncio.to_thread(self.api.scale, namespace, name, applied)
-            fresh = await asyncio.to_thread(self.api.get_deployment, namespace, name)
-            body = fresh if fresh is not None else body  # the scale made a new generation
-        written = await self._record_operator(body, decision, applied, capped, fit, history, now)
+            event = record.rescale_event(decision, applied, capped)
+            if event is not None:
+                await asyncio.to_thread(self.api.emit_event, body, event.type, event.reason, event.message)
         memory.history = history
         self._memory[uid] = memory
         self._observe(cr, decision, applied, capped)
@@ -293,14 +297,19 @@ class Autoscaler:
         return result
 
     async def _scrape_pod(self, pod: Mapping[str, Any]) -> MetricsSample | None:
+        """The pod's sample, or None; a failure is logged as a warning once, then at debug until it answers."""
+        key = _pod_key(pod)
         try:
             url = metrics_url(self.settings.autoscaler_metrics_url_template, pod)
-            return await self._scrape(url)
+            sample = await self._scrape(url)
         except ScrapeError as error:
-            log.warning(
-                "autoscaler: no metrics from pod %s/%s: %s", _meta(pod).get("namespace"), _meta(pod).get("name"), error
-            )
+            level = logging.DEBUG if key in self._failing else logging.WARNING
+            self._failing.add(key)
+            meta = _meta(pod)
+            log.log(level, "autoscaler: no metrics from pod %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
             return None
+        self._failing.discard(key)
+        return sample
 
     async def _record_operator(
         self,
@@ -323,11 +332,9 @@ class Autoscaler:
         }
         # A None value (a hold on missing data says nothing about capacity) keeps the condition as it is.
         conditions = {k: v for k, v in values.items() if v is not None}
-        written = await self._write(body, autoscaling, conditions, now)
-        event = record.rescale_event(decision, applied, capped)
-        if event is not None:
-            await asyncio.to_thread(self.api.emit_event, body, event.type, event.reason, event.message)
-        return written
+        # A scale about to happen changes the spec: the conditions describe that next generation.
+        bump = 1 if applied != decision.current else 0
+        return await self._write(body, autoscaling, conditions, now, generation_bump=bump)
 
     def _observe(self, cr: GptOssDeployment, decision: Decision, applied: int, capped: Cap) -> None:
         if applied > decision.current:
@@ -372,6 +379,7 @@ class Autoscaler:
         now: float,
         *,
         remove_autoscaling: bool = False,
+        generation_bump: int = 0,
     ) -> bool:
         """Patch status.autoscaling and the autoscaler's conditions when they changed; False when unchanged.
 
@@ -380,7 +388,14 @@ class Autoscaler:
         """
         namespace, name = str(_meta(body).get("namespace")), str(_meta(body).get("name"))
         for _attempt in range(STATUS_CONFLICT_RETRIES):
-            patch = _status_patch(body, autoscaling, conditions, now, remove_autoscaling=remove_autoscaling)
+            patch = _status_patch(
+                body,
+                autoscaling,
+                conditions,
+                now,
+                remove_autoscaling=remove_autoscaling,
+                generation_bump=generation_bump,
+            )
             if patch is None:
                 return False
             try:
@@ -410,9 +425,10 @@ def _status_patch(
     now: float,
     *,
     remove_autoscaling: bool,
+    generation_bump: int = 0,
 ) -> Json | None:
     status = body.get("status") or {}
-    generation = int(_meta(body).get("generation") or 0)
+    generation = int(_meta(body).get("generation") or 0) + generation_bump
     merged = record.merge_conditions(status, conditions, generation=generation, now=record.rfc3339(now))
     patch: Json = {}
     if record.conditions_by_type({"conditions": merged}) != record.conditions_by_type(status):

@@ -35,6 +35,8 @@ REASON_KEDA_NOT_INSTALLED: Final = "KedaNotInstalled"
 _NUMBERS = re.compile(r"[0-9]+(\.[0-9]+)?")
 # Holds that mean the autoscaler cannot see the fleet (ScalingActive=False), by the decision's code.
 _BLIND_HOLDS: Final = {"missing_metrics": "MissingMetrics", "no_ready_replicas": "NoReadyReplicas"}
+# ScalingActive=False reasons worth a Warning Event; NoReadyReplicas is every deployment's normal start.
+_WARNING_REASONS: Final = frozenset({"MissingMetrics", REASON_KEDA_NOT_INSTALLED, "InvalidAutoscaling"})
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,8 @@ def mode_status(previous: Mapping[str, Any] | None, mode: str) -> Json:
 
 # -------------------------------------------------------------------------------------------- events
 def condition_events(previous: Mapping[str, Any] | None, conditions: Sequence[Mapping[str, Any]]) -> list[EventSpec]:
-    """Warnings when CapacityLimited turns True (or its numbers change) or ScalingActive turns False."""
+    """Warnings when CapacityLimited turns True (or its numbers change) or ScalingActive turns False for a
+    reason that needs attention (missing metrics, KEDA missing, an unusable autoscaling spec)."""
     before = conditions_by_type(previous)
     events: list[EventSpec] = []
     for cond in conditions:
@@ -277,7 +280,8 @@ def condition_events(previous: Mapping[str, Any] | None, conditions: Sequence[Ma
         if type_ == names.COND_CAPACITY_LIMITED and cond.get("status") == "True" and old.get("message") != message:
             events.append(EventSpec("Warning", "CapacityLimited", message))
         flipped = (old.get("status"), old.get("reason")) != ("False", cond.get("reason"))
-        if type_ == names.COND_SCALING_ACTIVE and cond.get("status") == "False" and flipped:
+        warns = cond.get("reason") in _WARNING_REASONS
+        if type_ == names.COND_SCALING_ACTIVE and cond.get("status") == "False" and flipped and warns:
             events.append(EventSpec("Warning", str(cond.get("reason")), message))
     return events
 

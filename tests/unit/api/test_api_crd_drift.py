@@ -1,4 +1,4 @@
-"""The checked-in CRD copies (crds/ and the Helm chart's crds/) equal what the models generate."""
+"""The checked-in CRD copies (crds/ and the Helm chart's files/crds/) equal what the models generate."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ in-memory GptOssDeployment, so each test reads back what a user would see with k
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 
 from gptoss_operator import metrics, names
+from gptoss_operator.autoscaling import record
 from gptoss_operator.autoscaling.controller import Autoscaler, metrics_url, own_pods, readiness
+from gptoss_operator.autoscaling.policy import Behavior, DecisionHistory, PolicyConfig, Targets, decide
 from gptoss_operator.autoscaling.scrape import ScrapeError
-from gptoss_operator.autoscaling.signals import MetricsSample
+from gptoss_operator.autoscaling.signals import MetricsSample, ReplicaSignals
 from gptoss_operator.builders.context import server_selector
 from gptoss_operator.kube import ApiError, TransientApiError
 from gptoss_operator.settings import OperatorSettings
@@ -54,6 +57,7 @@ class FakeApi:
     scaled: list[tuple[str, str, int]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     status_patches: list[Json] = field(default_factory=list)
+    patches_before_scale: list[int] = field(default_factory=list)
 
     def _find(self, namespace: str, name: str) -> Json | None:
         for body in self.deployments:
@@ -99,6 +103,7 @@ class FakeApi:
         body = self._find(namespace, name)
         assert body is not None
         self.scaled.append((namespace, name, replicas))
+        self.patches_before_scale.append(len(self.status_patches))
         body["spec"]["replicas"] = replicas
         body["metadata"]["generation"] += 1
         body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
@@ -455,3 +460,65 @@ def test_readiness_and_own_pods() -> None:
     other["metadata"]["labels"]["gptoss.io/deployment"] = "other"
     pods = [server_pod(1), server_pod(2, deleting=True), other]
     assert [p["metadata"]["name"] for p in own_pods(pods, NAMESPACE, server_selector(NAME))] == [f"{NAME}-server-1"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compacted_history_decides_exactly_like_the_full_history(seed: int) -> None:
+    """Runs of one recommendation are stored as their latest entry; no decision may change because of it."""
+    rng = random.Random(seed)
+    config = PolicyConfig(
+        min_replicas=1,
+        max_replicas=12,
+        targets=Targets(requests_waiting_per_replica=None, requests_running_per_replica=1.0, kv_cache_utilization=None),
+        scale_up=Behavior(stabilization_window_seconds=rng.choice([0, 30, 60]), max_step_replicas=3),
+        scale_down=Behavior(stabilization_window_seconds=rng.choice([30, 120]), max_step_replicas=1),
+        startup_grace_seconds=0,
+    )
+    full, compacted = DecisionHistory(), DecisionHistory()
+    replicas, now = 4, 1000.0
+    for _ in range(200):
+        now += rng.choice([1.0, 5.0, 15.0])
+        load = rng.choice([1, 2, 2, 3, 3, 3, 6, 9])  # total running requests, steady runs and spikes
+        fleet = [
+            ReplicaSignals(pod=f"p{i}", ready=True, started_at=0.0, requests_running=load / replicas)
+            for i in range(replicas)
+        ]
+        with_full = decide(now, replicas, fleet, full, config)
+        with_compacted = decide(now, replicas, fleet, compacted, config)
+        assert with_compacted == with_full
+        full = full.record(now, with_full, config)
+        compacted = record.compact(compacted.record(now, with_compacted, config))
+        replicas = with_full.desired
+    assert len(compacted.recommendations) < len(full.recommendations)  # it did compact
+
+
+async def test_a_deployment_still_starting_is_not_scaled_and_raises_no_warning() -> None:
+    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1, ready=False)])
+    await autoscaler(api, Scraper({})).evaluate_all()
+    active = condition(api.body(), names.COND_SCALING_ACTIVE)
+    assert (active["status"], active["reason"]) == ("False", "NoReadyReplicas")
+    assert api.scaled == []
+    assert [e for e in api.events if e[0] == "Warning"] == []  # every deployment starts like this
+
+
+async def test_a_failing_pod_is_logged_as_a_warning_once(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)])
+    controller = autoscaler(api, Scraper({}))
+    with caplog.at_level("DEBUG", logger="gptoss_operator.autoscaling.controller"):
+        for _ in range(3):
+            await controller.evaluate_all()
+    failures = [r for r in caplog.records if "no metrics from pod" in r.getMessage()]
+    assert [r.levelname for r in failures] == ["WARNING", "DEBUG", "DEBUG"]
+    assert "connection refused" in failures[0].getMessage()
+
+
+async def test_the_decision_is_recorded_before_the_scale_for_the_next_generation() -> None:
+    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)])
+    await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
+    assert api.scaled == [(NAMESPACE, NAME, 3)]
+    assert api.patches_before_scale == [1]  # the reconcile the scale triggers reads the record, no 409 race
+    assert api.status_patches[0]["autoscaling"]["decisions"][-1]["toReplicas"] == 3
+    body = api.body()
+    assert body["metadata"]["generation"] == 2
+    assert condition(body, names.COND_CAPACITY_LIMITED)["observedGeneration"] == 2
+    assert any(e[1] == "Rescaled" for e in api.events)

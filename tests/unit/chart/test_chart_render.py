@@ -3,7 +3,7 @@
 Needs the helm binary the cluster tooling builds (~/.cache/gpt-oss-operator/bin/helm-<version>/helm, or
 $HELM). Without it these tests skip, except in CI (CI set), where a missing helm is a failure. They carry
 the `cluster` marker so that `make test` runs them after that build (they need no running cluster).
-Regenerate manifests/install.yaml with: UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install
+manifests/install.yaml is rendered by hack/render-install.py (`make crds` runs it); a test here fails when it drifts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,27 +30,13 @@ pytestmark = pytest.mark.cluster  # runs once the cluster tooling (helm) is buil
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "gpt-oss-operator"
-INSTALL_MANIFEST = REPO / "manifests" / "install.yaml"
+RENDER_INSTALL = REPO / "hack" / "render-install.py"
 CACHE = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
 RELEASE = "gpt-oss-operator"
 RELEASE_NAMESPACE = "gpt-oss-system"
 KUBE_SCHEMA_VERSION = "1.36.0"  # the local control plane's minor (e2e/cluster/versions.env)
 CRD_FILE = "gptossdeployments.gptoss.io.yaml"
 KUBE_VERSION_ARGS = ("--kube-version", f"v{KUBE_SCHEMA_VERSION}")  # offline renders assume an old default
-
-INSTALL_HEADER = f"""\
-# gpt-oss-operator: everything in one file, rendered from the Helm chart with its default values.
-#   kubectl apply --server-side -f manifests/install.yaml
-# GENERATED - do not edit. Regenerate: UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install
-# (helm template {RELEASE} charts/gpt-oss-operator --namespace {RELEASE_NAMESPACE} --include-crds)
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {RELEASE_NAMESPACE}
-  labels:
-    pod-security.kubernetes.io/enforce: restricted
-"""
 
 
 def helm_binary() -> str:
@@ -172,6 +159,26 @@ def test_single_replica_never_overlaps() -> None:
     assert spec["strategy"]["type"] == "Recreate"  # no peering: two operators must never run at once
 
 
+def test_replicas_value_stops_the_operator_but_never_doubles_it() -> None:
+    assert operator_deployment(render("replicas=0"))["spec"]["replicas"] == 0
+    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, "--set", "replicas=2", check=False)
+    assert result.returncode != 0
+    assert "replicas" in result.stderr
+
+
+def test_one_metrics_service_in_every_value_set(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    services = [s["metadata"]["name"] for s in of_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert services == [f"{RELEASE}-metrics"]
+
+
+def test_service_monitor_without_its_service_is_refused() -> None:
+    sets = ("--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false")
+    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, *sets, check=False)
+    assert result.returncode != 0
+    assert "metrics.service.enabled=true" in result.stderr
+
+
 # --------------------------------------------------------------------------------------- settings
 def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
     container = operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
@@ -268,15 +275,13 @@ def test_existing_service_account_is_bound() -> None:
 
 # --------------------------------------------------------------------------------------------- CRD
 def test_crd_ships_from_exactly_one_place() -> None:
-    in_crds_dir = (CHART / "crds" / CRD_FILE).exists()
-    in_files = (CHART / "files" / "crds" / CRD_FILE).exists()
-    assert in_crds_dir != in_files, (
-        "the CRD must ship either as charts/gpt-oss-operator/files/crds/ (templated, crds.enabled) or in crds/, "
-        "not both (helm install would create it twice)"
+    assert (CHART / "files" / "crds" / CRD_FILE).is_file(), "run `make crds` (it writes the chart's files/crds/)"
+    assert not (CHART / "crds").exists(), (
+        "the CRD ships as charts/gpt-oss-operator/files/crds/ (templated: crds.enabled, crds.keep); a crds/ folder "
+        "would make helm install it a second time"
     )
 
 
-@pytest.mark.skipif(not (CHART / "files" / "crds" / CRD_FILE).exists(), reason="CRD not yet in files/crds/")
 def test_crd_template_honours_enabled_and_keep() -> None:
     (crd,) = of_kind(render(), "CustomResourceDefinition")
     assert crd["metadata"]["name"] == names.CRD_NAME
@@ -332,17 +337,20 @@ def test_lint() -> None:
 
 
 # ------------------------------------------------------------------------------------ install.yaml
-def install_manifest() -> str:
-    args = ["template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--include-crds", *KUBE_VERSION_ARGS]
-    return INSTALL_HEADER + helm(*args).stdout
-
-
 def test_install_manifest_matches_the_chart() -> None:
-    expected = install_manifest()
-    if os.environ.get("UPDATE_INSTALL_MANIFEST") == "1":
-        INSTALL_MANIFEST.write_text(expected)
-    assert INSTALL_MANIFEST.exists(), "manifests/install.yaml is missing; regenerate it (see this module's docstring)"
-    assert INSTALL_MANIFEST.read_text() == expected, (
-        "manifests/install.yaml drifted from the chart; regenerate: "
-        "UPDATE_INSTALL_MANIFEST=1 pytest tests/unit/chart -k install"
+    result = subprocess.run(
+        [sys.executable, str(RENDER_INSTALL), "--check"],
+        env={**os.environ, "HELM": helm_binary()},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
+    assert result.returncode == 0, f"manifests/install.yaml: {result.stderr.strip()}"
+
+
+def test_install_manifest_ships_the_templated_crd() -> None:
+    docs = [doc for doc in yaml.safe_load_all((REPO / "manifests" / "install.yaml").read_text()) if doc]
+    assert [doc["kind"] for doc in docs][:1] == ["Namespace"]
+    (crd,) = of_kind(docs, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

@@ -8,6 +8,8 @@ every server pod at one local metrics endpoint:
   arithmetic, on a simulated node of this test's own (2 GPUs), so other tests' pods cannot change it;
 - scale-up and scale-down read a REAL tritonserver (reference engine, tiny checkpoint) under load from a
   bounded load generator: every replica reports that one server, so the fleet's load is the server's;
+- a restarted operator (SIGKILL) resumes its scale-down stabilization window from status.autoscaling.history
+  instead of waiting a whole window again (the metrics page switches from busy to idle);
 - modes hpa and keda: the API server accepts the HorizontalPodAutoscaler (the controller manager resolves
   its target through the CR's scale subresource) and, with KEDA's real CRDs installed from the Go module,
   the ScaledObject; switching modes removes the previous mode's object.
@@ -96,13 +98,15 @@ def operator_factory(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path
 
 
 class StaticMetrics:
-    """A local HTTP server answering /metrics with a fixed Prometheus text (what a busy replica reports)."""
+    """A local HTTP server answering /metrics with a given Prometheus text (what a busy replica reports)."""
 
     def __init__(self, text: str) -> None:
-        body = text.encode()
+        self.text = text  # what the next request gets (tests switch it from busy to idle)
+        page = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                body = page.text.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -136,6 +140,8 @@ BUSY_METRICS = "\n".join(
         "",
     ]
 )
+
+IDLE_METRICS = BUSY_METRICS.replace("} 40", "} 0").replace("} 30", "} 0").replace("} 0.5", "} 0.01")
 
 
 @pytest.fixture
@@ -256,9 +262,7 @@ def test_capacity_cap_stops_at_what_fits_and_says_so(
 ) -> None:
     operator = operator_factory(busy_metrics.url)
     cr = autoscaled("capped", maxReplicas=6, scaleUp={"stabilizationWindowSeconds": 0, "maxStepReplicas": 5})
-    cr["spec"]["nodeSelector"] = {POOL_LABEL: namespace}
-    cr["spec"]["tolerations"] = [{"key": POOL_LABEL, "operator": "Equal", "value": namespace, "effect": "NoSchedule"}]
-    kubectl_ns.apply(cr)
+    kubectl_ns.apply(on_own_node(cr, namespace))
 
     def dump() -> str:
         return json.dumps(get_cr(kubectl_ns, "capped").get("status", {}), indent=2) + "\n" + operator.logs()
@@ -294,6 +298,56 @@ def test_capacity_cap_stops_at_what_fits_and_says_so(
     pods = server_pods(kubectl_ns, "capped")
     assert [p["spec"].get("nodeName") for p in pods] == [own_gpu_node, own_gpu_node], dump()
     assert all(p["status"].get("phase") == "Running" for p in pods), json.dumps([p["status"] for p in pods])
+
+
+def on_own_node(cr: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The deployment placed on the test's own simulated node only."""
+    cr["spec"]["nodeSelector"] = {POOL_LABEL: namespace}
+    cr["spec"]["tolerations"] = [{"key": POOL_LABEL, "operator": "Equal", "value": namespace, "effect": "NoSchedule"}]
+    return cr
+
+
+def test_a_restarted_operator_resumes_its_stabilization_window(
+    kubectl_ns: Kubectl,
+    namespace: str,
+    operator_factory: Callable[[str], OperatorProcess],
+    volumes: Volumes,
+    busy_metrics: StaticMetrics,
+    own_gpu_node: str,
+) -> None:
+    window_s = 30
+    first = operator_factory(busy_metrics.url)
+    cr = autoscaled("steady", maxReplicas=2, scaleDown={"stabilizationWindowSeconds": window_s, "maxStepReplicas": 1})
+    kubectl_ns.apply(on_own_node(cr, namespace))
+
+    def dump() -> str:
+        return json.dumps(get_cr(kubectl_ns, "steady").get("status", {}), indent=2)
+
+    def replicas() -> int:
+        volumes.bind_pending()
+        return int(get_cr(kubectl_ns, "steady")["spec"]["replicas"])
+
+    wait_for(lambda: replicas() == 2, "scale-up to 2 under load", timeout_s=READY_TIMEOUT_S, dump=dump)
+    busy_metrics.text = IDLE_METRICS
+
+    def idle_for(seconds: float) -> bool:
+        """The stored history shows an idle run that began at least `seconds` after the last busy one."""
+        recommendations = (autoscaling_status(kubectl_ns, "steady").get("history") or {}).get("recommendations") or []
+        busy = [t for t, n in recommendations if n > 2]
+        idle = [t for t, n in recommendations if n <= 1]
+        return bool(busy and idle) and max(idle) - max(busy) >= seconds
+
+    wait_for(lambda: idle_for(window_s - 12), f"{window_s - 12} s of idle recommendations", dump=dump)
+    assert replicas() == 2  # the window still holds the busy recommendations
+    first.kill()  # no goodbye: only the status remembers
+    restarted = time.monotonic()
+    operator_factory(busy_metrics.url)
+    wait_for(lambda: replicas() == 1, "scale-down by the restarted operator", timeout_s=60, dump=dump)
+    # Without the stored history the new process would wait a whole window from its start.
+    assert time.monotonic() - restarted < window_s - 6, dump()
+    last = autoscaling_status(kubectl_ns, "steady")["decisions"][-1]
+    assert (last["fromReplicas"], last["toReplicas"]) == (2, 1)
+    assert last["reason"].startswith("scale down 2 -> 1")
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ class Autoscaler:
             selector = ",".join(f"{k}={v}" for k, v in sorted(placement.own_pod_labels.items()))
             all_pods = await asyncio.to_thread(self.api.active_pods, namespace, selector)
         pods = own_pods(all_pods, namespace, placement.own_pod_labels)
-        memory = self._memory.get(uid) or _Memory(record.stored_history(body.get("status")))
+        memory = self._memory.get(uid) or _Memory(record.stored_history(body.get("status"), now))
         signals = await self._signals(pods, memory)
         current = cr.spec.replicas
         decision = decide(now, current, signals, memory.history, config)

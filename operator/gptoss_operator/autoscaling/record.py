@@ -69,33 +69,73 @@ def unix_seconds(rfc3339_time: str | None) -> float | None:
 
 # ------------------------------------------------------------------------------------------- history
 def compact(history: DecisionHistory) -> DecisionHistory:
-    """Runs of one recommended value reduced to their latest entry, and at most MAX_HISTORY entries.
+    """Runs of one recommended value reduced to their first and latest entries, at most MAX_HISTORY runs.
 
     Stabilization asks whether a value was recommended within a window; the latest entry of a run answers
-    that as all of them would, so the stored history stays small while the load is steady.
+    that as all of them would, and the first one says when the run began (what the status keeps).
     """
     kept: list[Recommendation] = []
     for entry in history.recommendations:
-        if kept and kept[-1].replicas == entry.replicas:
+        if len(kept) >= 2 and kept[-1].replicas == entry.replicas == kept[-2].replicas:
             kept[-1] = entry
         else:
             kept.append(entry)
     return DecisionHistory(
-        recommendations=tuple(kept[-MAX_HISTORY:]),
+        recommendations=tuple(kept[-2 * MAX_HISTORY :]),
         scale_events=history.scale_events[-MAX_HISTORY:],
         started=history.started,
     )
 
 
-def stored_history(status: Mapping[str, Any] | None) -> DecisionHistory:
-    """The history kept in `status.autoscaling.history` (empty when absent or unreadable)."""
+def _run_starts(recommendations: Sequence[Recommendation]) -> list[Recommendation]:
+    return [r for i, r in enumerate(recommendations) if i == 0 or recommendations[i - 1].replicas != r.replicas]
+
+
+def stored_form(history: DecisionHistory) -> Json:
+    """The history as `status.autoscaling.history` keeps it: each run of one value by its start.
+
+    Written only when the runs change (`operator_status`), so a steady recommendation rewrites nothing;
+    `stored_history` reads the runs back.
+    """
+    stored = history.to_dict()
+    stored["recommendations"] = [[r.time, r.replicas] for r in _run_starts(history.recommendations)[-MAX_HISTORY:]]
+    return stored
+
+
+def _same_runs(kept: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """The same runs of values, scale events and start: only the times within the runs moved."""
+
+    def values(history: Mapping[str, Any]) -> list[Any]:
+        return [entry[1] for entry in history.get("recommendations") or [] if isinstance(entry, list) and entry]
+
+    return (
+        values(kept) == values(stored)
+        and kept.get("scaleEvents") == stored.get("scaleEvents")
+        and kept.get("started") == stored.get("started")
+    )
+
+
+def stored_history(status: Mapping[str, Any] | None, now: float) -> DecisionHistory:
+    """The history kept in `status.autoscaling.history` (empty when absent or unreadable).
+
+    Runs are contiguous, so each one lasted until the next began; the last one is taken to last until
+    `now`. After a restart that is the cautious reading: scale-down waits as if the run had gone on.
+    """
     stored = ((status or {}).get("autoscaling") or {}).get("history")
     if not isinstance(stored, Mapping):
         return DecisionHistory()
     try:
-        return DecisionHistory.from_dict(stored)
+        history = DecisionHistory.from_dict(stored)
     except ValueError:
         return DecisionHistory()
+    runs = history.recommendations
+    expanded: list[Recommendation] = []
+    for index, run in enumerate(runs):
+        end = runs[index + 1].time if index + 1 < len(runs) else max(now, run.time)
+        expanded.append(run)
+        if end > run.time:
+            expanded.append(Recommendation(end, run.replicas))
+    return DecisionHistory(recommendations=tuple(expanded), scale_events=history.scale_events, started=history.started)
 
 
 # ----------------------------------------------------------------------------------------- conditions
@@ -248,8 +288,13 @@ def operator_status(
         "schedulableReplicas": fit.total if fit is not None else None,
         "lastScaleTime": rfc3339(now) if applied != decision.current else before.get("lastScaleTime"),
         "decisions": append_decision(before.get("decisions") or [], entry),
-        "history": history.to_dict(),
+        "history": _unchanged_or(before.get("history"), stored_form(history)),
     }
+
+
+def _unchanged_or(kept: Any, stored: Json) -> Any:
+    """Keep the stored history while its runs are the same, so a steady load writes no status."""
+    return kept if isinstance(kept, Mapping) and _same_runs(kept, stored) else stored
 
 
 def mode_status(previous: Mapping[str, Any] | None, mode: str) -> Json:

@@ -1,8 +1,15 @@
-"""The gateway's way to Triton: one gRPC bidirectional stream per generation (`tritonclient.grpc.aio`).
+"""The gateway's way to Triton: Triton's bidirectional `ModelStreamInfer` gRPC call, over one channel.
 
-Closing the async iterator returned by `TritonClient.generate` before the last step (the HTTP client
-went away, the handler was cancelled) cancels the gRPC call, which Triton turns into a cancelled
-request that the `gpt_oss` model sees and passes on to the engine.
+The calls are long-lived and pooled: a generation borrows an idle call, writes its request, reads its
+responses up to the one with a finish reason and gives the call back. Opening a gRPC call per request
+cost about 1.5 ms on a 2-core machine (call setup, the request-iterator task, half-close and drain),
+more than the gateway's whole latency budget. Requests are built as protobuf messages with their
+tensors in `raw_input_contents`, without tritonclient's per-request objects.
+
+A call carries one generation at a time, so closing the async iterator returned by
+`TritonClient.generate` before the last step (the HTTP client went away, the handler was cancelled)
+cancels that call alone, which Triton turns into a cancelled request that the `gpt_oss` model sees and
+passes on to the engine. A cancelled call is never reused.
 """
 
 from __future__ import annotations
@@ -10,15 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import numpy as np
-import tritonclient.grpc.aio as grpc_aio
-from grpc import RpcError  # type: ignore[import-untyped]
-from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException
+import grpc  # type: ignore[import-untyped]
+from grpc import RpcError
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gptoss_runtime import contract
 from gptoss_runtime.triton_model import schema
@@ -32,8 +37,22 @@ _OUTPUT_NAMES: Final = (
 )
 _INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
 STREAM_END_TIMEOUT_SECONDS: Final = 10.0
+READY_TIMEOUT_SECONDS: Final = 5.0
+# Idle calls kept open for reuse; a burst above this opens calls that are closed when it ends.
+MAX_IDLE_CALLS: Final = 64
+_MAX_MESSAGE_BYTES: Final = 2**31 - 1  # as tritonclient: the messages input can be long
+_CHANNEL_OPTIONS: Final = (
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 60_000),  # notice a dead Triton connection while calls sit idle
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 _LENGTH: Final = struct.Struct("<I")
 _INT32: Final = struct.Struct("<i")
+_INT64: Final = struct.Struct("<q")
+_FP32: Final = struct.Struct("<f")
 
 
 class TritonRequestError(Exception):
@@ -65,44 +84,51 @@ class Step:
     finish_reason: str
 
 
-def _bytes_input(name: str, values: Sequence[str]) -> InferInput:
-    tensor = InferInput(name, [len(values)], "BYTES")
-    tensor.set_data_from_numpy(np.array([value.encode("utf-8") for value in values], dtype=np.object_))
-    return tensor
+# --- requests and responses as protobuf messages ---------------------------------------------------
 
 
-def _number_input(name: str, value: float, triton_type: str, dtype: Any) -> InferInput:
-    tensor = InferInput(name, [1], triton_type)
-    tensor.set_data_from_numpy(np.array([value], dtype=dtype))
-    return tensor
+def _strings(values: Sequence[str]) -> bytes:
+    """Triton's raw BYTES layout: each element as a 4-byte little-endian length and its bytes."""
+    parts = []
+    for value in values:
+        encoded = value.encode("utf-8")
+        parts.append(_LENGTH.pack(len(encoded)))
+        parts.append(encoded)
+    return b"".join(parts)
 
 
-def build_inputs(inputs: GenerationInputs) -> list[InferInput]:
-    tensors = [_bytes_input(schema.MESSAGES, [json.dumps(inputs.messages, ensure_ascii=False)])]
+def _add_input(request: Any, name: str, datatype: str, count: int, raw: bytes) -> None:
+    request.inputs.add(name=name, datatype=datatype, shape=[count])
+    request.raw_input_contents.append(raw)
+
+
+def build_request(model: str, request_id: str, inputs: GenerationInputs) -> Any:
+    """The `ModelInferRequest` for one generation (only the inputs the caller set; the model defaults the rest)."""
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    _add_input(request, schema.MESSAGES, "BYTES", 1, _strings([json.dumps(inputs.messages, ensure_ascii=False)]))
     if inputs.max_tokens is not None:
-        tensors.append(_number_input(schema.MAX_TOKENS, inputs.max_tokens, "INT32", np.int32))
+        _add_input(request, schema.MAX_TOKENS, "INT32", 1, _INT32.pack(inputs.max_tokens))
     if inputs.temperature is not None:
-        tensors.append(_number_input(schema.TEMPERATURE, inputs.temperature, "FP32", np.float32))
+        _add_input(request, schema.TEMPERATURE, "FP32", 1, _FP32.pack(inputs.temperature))
     if inputs.top_p is not None:
-        tensors.append(_number_input(schema.TOP_P, inputs.top_p, "FP32", np.float32))
+        _add_input(request, schema.TOP_P, "FP32", 1, _FP32.pack(inputs.top_p))
     if inputs.seed is not None:
-        tensors.append(_number_input(schema.SEED, inputs.seed, "INT64", np.int64))
+        _add_input(request, schema.SEED, "INT64", 1, _INT64.pack(inputs.seed))
     if inputs.reasoning_effort is not None:
-        tensors.append(_bytes_input(schema.REASONING_EFFORT, [inputs.reasoning_effort]))
+        _add_input(request, schema.REASONING_EFFORT, "BYTES", 1, _strings([inputs.reasoning_effort]))
     if inputs.stop:
-        tensors.append(_bytes_input(schema.STOP, list(inputs.stop)))
+        _add_input(request, schema.STOP, "BYTES", len(inputs.stop), _strings(inputs.stop))
     if not inputs.stream:
-        stream = InferInput(schema.STREAM, [1], "BOOL")
-        stream.set_data_from_numpy(np.array([False], dtype=np.bool_))
-        tensors.append(stream)
-    return tensors
+        _add_input(request, schema.STREAM, "BOOL", 1, b"\x00")
+    for name in _OUTPUT_NAMES:
+        request.outputs.add(name=name)
+    return request
 
 
-def decode_step(result: Any) -> Step:
-    """Read the step straight from the response's raw output buffers (each output is one element:
-    BYTES as a 4-byte little-endian length and the bytes, INT32 as 4 bytes). Several times faster
-    than `InferResult.as_numpy` per output, which matters: it runs once per generated token."""
-    response = result.get_response()
+def decode_step(response: Any) -> Step:
+    """Read the step straight from a `ModelInferResponse`'s raw output buffers (each output is one
+    element: BYTES as a 4-byte little-endian length and the bytes, INT32 as 4 bytes). It runs once per
+    generated token, so it avoids numpy and tritonclient's result objects."""
     raw = response.raw_output_contents
     values: dict[str, bytes] = {output.name: raw[index] for index, output in enumerate(response.outputs)}
 
@@ -129,77 +155,119 @@ def _error_field(message: str) -> str | None:
     return head if head in _INPUT_NAMES else None
 
 
-async def _read_to_end(stream: Any) -> None:
+def _rpc_failure(error: RpcError) -> TritonRequestError:
+    details = error.details() if hasattr(error, "details") else str(error)
+    return TritonRequestError(f"Triton is unreachable or failed: {details}")
+
+
+async def _end_call(call: Any) -> None:
+    """Half-close a finished call and read it to its end. A finished call must not be cancelled: a
+    cancel that reaches Triton 2.51 after the final response leaves it unable to unload the model at
+    shutdown."""
     try:
         async with asyncio.timeout(STREAM_END_TIMEOUT_SECONDS):
-            async for _ in stream:
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
                 pass
-    except (TimeoutError, InferenceServerException, RpcError):
-        stream.cancel()
+    except (TimeoutError, RpcError):
+        call.cancel()
+
+
+# --- the client ------------------------------------------------------------------------------------
 
 
 class TritonClient:
     def __init__(self, url: str, model: str = contract.TRITON_MODEL_NAME) -> None:
-        self._client = grpc_aio.InferenceServerClient(url=url)
+        self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._model = model
-        self._outputs = [InferRequestedOutput(name) for name in _OUTPUT_NAMES]
-        self._finishing: set[asyncio.Task[None]] = set()
+        self._idle: list[Any] = []  # open calls with no generation in flight, most recent last
+        self._ending: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def is_ready(self) -> bool:
+        request = service_pb2.ModelReadyRequest(name=self._model)
         try:
-            return bool(await self._client.is_model_ready(self._model))
-        except InferenceServerException:
+            response = await self._stub.ModelReady(request, timeout=READY_TIMEOUT_SECONDS)
+        except RpcError:
             return False
+        return bool(response.ready)
 
     async def close(self) -> None:
-        if self._finishing:
-            await asyncio.wait(self._finishing, timeout=STREAM_END_TIMEOUT_SECONDS)
-        await self._client.close()
+        self._closing = True
+        idle, self._idle = self._idle, []
+        for call in idle:
+            self._end_in_background(call)
+        if self._ending:
+            await asyncio.wait(self._ending, timeout=STREAM_END_TIMEOUT_SECONDS + 1)
+        await self._channel.close()
 
     async def generate(self, request_id: str, inputs: GenerationInputs) -> AsyncGenerator[Step, None]:
         """Steps until (and including) the one with a finish reason."""
-        finished = asyncio.Event()
-        request = {
-            "model_name": self._model,
-            "inputs": build_inputs(inputs),
-            "outputs": self._outputs,
-            "request_id": request_id,
-        }
-
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield request
-            await finished.wait()  # keep our half of the stream open until the last response
-
-        stream = self._client.stream_infer(requests())
+        request = build_request(self._model, request_id, inputs)
+        call, response = await self._start(request)
         completed = False
         try:
-            async for result, error in stream:
-                if error is not None:
+            while True:
+                if response is grpc.aio.EOF:
+                    raise TritonRequestError("Triton closed the stream before the last response")
+                if response.error_message:
                     completed = True  # an error response is the request's last
-                    message = str(error.message() if hasattr(error, "message") else error)
-                    raise TritonRequestError(message, _error_field(message))
-                step = decode_step(result)
-                yield step
-                if step.finish_reason:
-                    completed = True
-                    return
-            raise TritonRequestError("Triton closed the stream before the last response")
-        except InferenceServerException as error:
-            raise TritonRequestError(str(error.message())) from error
+                    raise TritonRequestError(response.error_message, _error_field(response.error_message))
+                if response.infer_response.id == request_id:  # else a stray reply to an earlier request
+                    step = decode_step(response.infer_response)
+                    yield step
+                    if step.finish_reason:
+                        completed = True
+                        return
+                response = await call.read()
         except RpcError as error:
-            raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
+            raise _rpc_failure(error) from error
         finally:
-            # Ending our half of the stream lets Triton close it; only an unfinished generation is
-            # cancelled. A finished call is read to its end in the background rather than dropped: a
-            # dropped grpc.aio call is cancelled when collected, and a cancel that reaches Triton 2.51
-            # after the final response leaves it unable to unload the model at shutdown.
-            finished.set()
             if completed:
-                self._finish_in_background(stream)
+                self._give_back(call)
             else:
-                stream.cancel()
+                call.cancel()  # an unfinished generation: Triton cancels the request; the call is dropped
 
-    def _finish_in_background(self, stream: Any) -> None:
-        task = asyncio.get_running_loop().create_task(_read_to_end(stream))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+    async def _start(self, request: Any) -> tuple[Any, Any]:
+        """Send the request on an idle call (or a new one) and wait for its first response."""
+        while self._idle:
+            call = self._idle.pop()
+            if call.done():
+                continue
+            try:
+                response = await self._send(call, request)
+            except RpcError:
+                continue  # the call died while idle (Triton restarted, the connection dropped): try another
+            if response is not grpc.aio.EOF:
+                return call, response
+        try:
+            return await self._new_call_and_send(request)
+        except RpcError as error:
+            raise _rpc_failure(error) from error
+
+    async def _new_call_and_send(self, request: Any) -> tuple[Any, Any]:
+        call = self._stub.ModelStreamInfer()
+        return call, await self._send(call, request)
+
+    @staticmethod
+    async def _send(call: Any, request: Any) -> Any:
+        try:
+            await call.write(request)
+            return await call.read()
+        except BaseException:
+            call.cancel()  # failed or abandoned before its first response: never reuse it
+            raise
+
+    def _give_back(self, call: Any) -> None:
+        if call.done():
+            return
+        if not self._closing and len(self._idle) < MAX_IDLE_CALLS:
+            self._idle.append(call)
+        else:
+            self._end_in_background(call)
+
+    def _end_in_background(self, call: Any) -> None:
+        task = asyncio.get_running_loop().create_task(_end_call(call))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)

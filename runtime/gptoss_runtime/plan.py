@@ -23,9 +23,7 @@ PLAN_SCHEMA_VERSION = 1
 
 
 class _CamelModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class EngineSettings(_CamelModel):

@@ -5,9 +5,16 @@
 
 Without addresses it starts its own tritonserver (`gptoss-runtime serve --engine scripted` on a tiny
 checkpoint, tokens without delay, so the engine costs almost nothing) and a gateway, on free ports.
-Requests alternate between the two paths, one at a time, each measured from sending to the last byte
-(a non-streaming chat completion through the gateway; the whole gRPC stream straight to Triton).
-Prints the median and p99 of both, the added latency and the ratio.
+Three paths ask Triton for the same generation (same messages, max_tokens, stream flag and requested
+outputs), one request at a time, their order rotating from round to round:
+
+- straight to Triton gRPC with tritonclient, a new stream per request (what a client of Triton does);
+- straight to Triton on one long-lived gRPC stream with hand-built protobuf requests (the gateway's own
+  way to Triton, so the gap to it is the HTTP hop and the OpenAI translation alone);
+- a chat completion through the gateway (SSE when streaming), read to its last byte.
+
+Each is timed from sending to the last response. Prints the medians and p99s, the latency the gateway
+adds over both direct paths and the ratio to the first.
 """
 
 from __future__ import annotations
@@ -182,13 +189,13 @@ class LongLivedStream:
         self.call = service_pb2_grpc.GRPCInferenceServiceStub(self.channel).ModelStreamInfer()
 
     async def generate(self, max_tokens: int, stream: bool) -> float:
+        started = time.perf_counter()  # building the request counts, as on the other paths
         request = service_pb2.ModelInferRequest(model_name="gpt_oss", id=next_id())
         for name, datatype, raw in request_inputs(max_tokens, stream):
             request.inputs.add(name=name, datatype=datatype, shape=[1])
             request.raw_input_contents.append(raw)
         for name in OUTPUTS:
             request.outputs.add(name=name)
-        started = time.perf_counter()
         await self.call.write(request)
         while True:
             response = await self.call.read()

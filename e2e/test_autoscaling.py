@@ -240,13 +240,16 @@ def wait_for(
         raise
 
 
-def autoscaler_rounds_after(kubectl_ns: Kubectl, name: str, since: float, rounds: int) -> Callable[[], bool]:
-    """True once the autoscaler recorded a recommendation `rounds` periods after `since` (Unix time)."""
+def autoscaler_rounds_after(operator: OperatorProcess, namespace: str, rounds: int) -> Callable[[], bool]:
+    """True once the autoscaler made `rounds` more decisions in `namespace` (its decisions counter).
+
+    The status is no clock: a steady load writes no status, so rounds are counted on the operator's metrics.
+    """
+    decisions = "gptoss_operator_autoscaler_decisions_total"
+    start = operator.counter(decisions, namespace=namespace)
 
     def check() -> bool:
-        history = autoscaling_status(kubectl_ns, name).get("history") or {}
-        recommendations = history.get("recommendations") or []
-        return bool(recommendations) and recommendations[-1][0] >= since + rounds * float(INTERVAL_S)
+        return operator.counter(decisions, namespace=namespace) >= start + rounds
 
     return check
 
@@ -293,7 +296,7 @@ def test_capacity_cap_stops_at_what_fits_and_says_so(
 
     wait_for(lambda: placed() == [own_gpu_node, own_gpu_node], "both replicas bound to the test's node", dump=dump)
     # Several more rounds under the same pressure: the replicas stay at what fits and no pod waits for a GPU.
-    wait_for(autoscaler_rounds_after(kubectl_ns, "capped", time.time(), 3), "three more autoscaler rounds", dump=dump)
+    wait_for(autoscaler_rounds_after(operator, namespace, 3), "three more autoscaler rounds", dump=dump)
     assert get_cr(kubectl_ns, "capped")["spec"]["replicas"] == 2, dump()
     pods = server_pods(kubectl_ns, "capped")
     assert [p["spec"].get("nodeName") for p in pods] == [own_gpu_node, own_gpu_node], dump()
@@ -331,11 +334,15 @@ def test_a_restarted_operator_resumes_its_stabilization_window(
     busy_metrics.text = IDLE_METRICS
 
     def idle_for(seconds: float) -> bool:
-        """The stored history shows an idle run that began at least `seconds` after the last busy one."""
+        """The stored history shows an idle run after the busy one, begun at least `seconds` ago.
+
+        The history keeps each run by its start (a steady load writes no status), so the run's age is
+        read against the clock the operator uses, the same machine's.
+        """
         recommendations = (autoscaling_status(kubectl_ns, "steady").get("history") or {}).get("recommendations") or []
         busy = [t for t, n in recommendations if n > 2]
         idle = [t for t, n in recommendations if n <= 1]
-        return bool(busy and idle) and max(idle) - max(busy) >= seconds
+        return bool(busy and idle) and max(idle) > max(busy) and time.time() - max(idle) >= seconds
 
     wait_for(lambda: idle_for(window_s - 12), f"{window_s - 12} s of idle recommendations", dump=dump)
     assert replicas() == 2  # the window still holds the busy recommendations

@@ -6,8 +6,9 @@ the way OpenAI does (`param`), e.g. `messages[1].role`.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -208,8 +209,13 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
     )
 
 
+_ID_TAG: Final = secrets.token_hex(8)  # per process, so that ids from different replicas do not collide
+_id_numbers = itertools.count()
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex}"
+    """A unique id: the process's random tag and a counter (uuid4 reads the OS's randomness each call)."""
+    return f"{prefix}{_ID_TAG}{next(_id_numbers):016x}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:

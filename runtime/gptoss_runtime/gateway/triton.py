@@ -9,7 +9,11 @@ tensors in `raw_input_contents`, without tritonclient's per-request objects.
 A call carries one generation at a time, so closing the async iterator returned by
 `TritonClient.generate` before the last step (the HTTP client went away, the handler was cancelled)
 cancels that call alone, which Triton turns into a cancelled request that the `gpt_oss` model sees and
-passes on to the engine. A cancelled call is never reused.
+passes on to the engine. A cancelled call, or one that carried an error, is never reused.
+
+Triton 2.51 does not unload the model while a call is open, so idle calls are half-closed after
+`IDLE_CALL_SECONDS` unused and all of them as soon as the gateway starts to shut down
+(`release_idle_calls`): a stopping tritonserver then still exits cleanly.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ STREAM_END_TIMEOUT_SECONDS: Final = 10.0
 READY_TIMEOUT_SECONDS: Final = 5.0
 # Idle calls kept open for reuse; a burst above this opens calls that are closed when it ends.
 MAX_IDLE_CALLS: Final = 64
+# An open call keeps Triton 2.51 from unloading the model, so a stopping tritonserver would wait out its
+# exit timeout (25 s in production, 5 s in tests): idle calls are closed after this long unused.
+IDLE_CALL_SECONDS: Final = 2.0
 _MAX_MESSAGE_BYTES: Final = 2**31 - 1  # as tritonclient: the messages input can be long
 _CHANNEL_OPTIONS: Final = (
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -53,6 +60,7 @@ _LENGTH: Final = struct.Struct("<I")
 _INT32: Final = struct.Struct("<i")
 _INT64: Final = struct.Struct("<q")
 _FP32: Final = struct.Struct("<f")
+_JSON: Final = json.JSONEncoder(ensure_ascii=False)
 
 
 class TritonRequestError(Exception):
@@ -105,7 +113,7 @@ def _add_input(request: Any, name: str, datatype: str, count: int, raw: bytes) -
 def build_request(model: str, request_id: str, inputs: GenerationInputs) -> Any:
     """The `ModelInferRequest` for one generation (only the inputs the caller set; the model defaults the rest)."""
     request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
-    _add_input(request, schema.MESSAGES, "BYTES", 1, _strings([json.dumps(inputs.messages, ensure_ascii=False)]))
+    _add_input(request, schema.MESSAGES, "BYTES", 1, _strings([_JSON.encode(inputs.messages)]))
     if inputs.max_tokens is not None:
         _add_input(request, schema.MAX_TOKENS, "INT32", 1, _INT32.pack(inputs.max_tokens))
     if inputs.temperature is not None:
@@ -176,14 +184,25 @@ async def _end_call(call: Any) -> None:
 # --- the client ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _IdleCall:
+    call: Any
+    expiry: asyncio.TimerHandle | None = None
+
+
 class TritonClient:
     def __init__(self, url: str, model: str = contract.TRITON_MODEL_NAME) -> None:
         self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._model = model
-        self._idle: list[Any] = []  # open calls with no generation in flight, most recent last
+        self._idle: list[_IdleCall] = []  # open calls with no generation in flight, most recent last
         self._ending: set[asyncio.Task[None]] = set()
         self._closing = False
+
+    @property
+    def idle_calls(self) -> int:
+        """Open gRPC calls waiting for the next generation."""
+        return len(self._idle)
 
     async def is_ready(self) -> bool:
         request = service_pb2.ModelReadyRequest(name=self._model)
@@ -193,11 +212,17 @@ class TritonClient:
             return False
         return bool(response.ready)
 
-    async def close(self) -> None:
+    def release_idle_calls(self) -> None:
+        """Shutting down: close the idle calls now, and each busy one when its generation ends."""
         self._closing = True
         idle, self._idle = self._idle, []
-        for call in idle:
-            self._end_in_background(call)
+        for entry in idle:
+            if entry.expiry is not None:
+                entry.expiry.cancel()
+            self._end_in_background(entry.call)
+
+    async def close(self) -> None:
+        self.release_idle_calls()
         if self._ending:
             await asyncio.wait(self._ending, timeout=STREAM_END_TIMEOUT_SECONDS + 1)
         await self._channel.close()
@@ -207,12 +232,14 @@ class TritonClient:
         request = build_request(self._model, request_id, inputs)
         call, response = await self._start(request)
         completed = False
+        reusable = True
         try:
             while True:
                 if response is grpc.aio.EOF:
                     raise TritonRequestError("Triton closed the stream before the last response")
                 if response.error_message:
                     completed = True  # an error response is the request's last
+                    reusable = False  # a stopping Triton refuses requests: let it see the call end
                     raise TritonRequestError(response.error_message, _error_field(response.error_message))
                 if response.infer_response.id == request_id:  # else a stray reply to an earlier request
                     step = decode_step(response.infer_response)
@@ -224,20 +251,25 @@ class TritonClient:
         except RpcError as error:
             raise _rpc_failure(error) from error
         finally:
-            if completed:
+            if completed and reusable:
                 self._give_back(call)
+            elif completed:
+                self._end_in_background(call)
             else:
                 call.cancel()  # an unfinished generation: Triton cancels the request; the call is dropped
 
     async def _start(self, request: Any) -> tuple[Any, Any]:
         """Send the request on an idle call (or a new one) and wait for its first response."""
         while self._idle:
-            call = self._idle.pop()
+            entry = self._idle.pop()
+            if entry.expiry is not None:
+                entry.expiry.cancel()
+            call = entry.call
             if call.done():
                 continue
             try:
                 response = await self._send(call, request)
-            except RpcError:
+            except (RpcError, asyncio.InvalidStateError):
                 continue  # the call died while idle (Triton restarted, the connection dropped): try another
             if response is not grpc.aio.EOF:
                 return call, response
@@ -245,6 +277,8 @@ class TritonClient:
             return await self._new_call_and_send(request)
         except RpcError as error:
             raise _rpc_failure(error) from error
+        except asyncio.InvalidStateError as error:  # the call ended before the request could be written
+            raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
 
     async def _new_call_and_send(self, request: Any) -> tuple[Any, Any]:
         call = self._stub.ModelStreamInfer()
@@ -262,10 +296,17 @@ class TritonClient:
     def _give_back(self, call: Any) -> None:
         if call.done():
             return
-        if not self._closing and len(self._idle) < MAX_IDLE_CALLS:
-            self._idle.append(call)
-        else:
+        if self._closing or len(self._idle) >= MAX_IDLE_CALLS:
             self._end_in_background(call)
+            return
+        entry = _IdleCall(call)
+        entry.expiry = asyncio.get_running_loop().call_later(IDLE_CALL_SECONDS, self._expire, entry)
+        self._idle.append(entry)
+
+    def _expire(self, entry: _IdleCall) -> None:
+        if entry in self._idle:
+            self._idle.remove(entry)
+            self._end_in_background(entry.call)
 
     def _end_in_background(self, call: Any) -> None:
         task = asyncio.get_running_loop().create_task(_end_call(call))

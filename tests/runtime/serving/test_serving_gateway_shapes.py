@@ -30,6 +30,9 @@ class FakeTriton:
     async def is_ready(self) -> bool:
         return True
 
+    def release_idle_calls(self) -> None:
+        return
+
     async def close(self) -> None:
         return
 

@@ -32,6 +32,7 @@ from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders.context import child_name
 from gptoss_operator.kube import ApiError, TransientApiError
 from gptoss_operator.settings import OperatorSettings
+from gptoss_operator.status import ConditionValue
 from gptoss_runtime.contract import METRICS_PORT
 from gptoss_runtime.plan import ServingPlan
 
@@ -375,7 +376,7 @@ class Autoscaler:
         self,
         body: Json,
         autoscaling: Json | None,
-        conditions: Mapping[str, record.ConditionValue | None],
+        conditions: Mapping[str, ConditionValue | None],
         now: float,
         *,
         remove_autoscaling: bool = False,
@@ -421,7 +422,7 @@ class Autoscaler:
 def _status_patch(
     body: Json,
     autoscaling: Json | None,
-    conditions: Mapping[str, record.ConditionValue | None],
+    conditions: Mapping[str, ConditionValue | None],
     now: float,
     *,
     remove_autoscaling: bool,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from gptoss_operator import names
+from gptoss_operator.status import ConditionValue, EventSpec
 
 from .capacity import Cap, Fit
 from .policy import Decision, DecisionHistory, Direction, Recommendation
@@ -37,20 +37,6 @@ _NUMBERS = re.compile(r"[0-9]+(\.[0-9]+)?")
 _BLIND_HOLDS: Final = {"missing_metrics": "MissingMetrics", "no_ready_replicas": "NoReadyReplicas"}
 # ScalingActive=False reasons worth a Warning Event; NoReadyReplicas is every deployment's normal start.
 _WARNING_REASONS: Final = frozenset({"MissingMetrics", REASON_KEDA_NOT_INSTALLED, "InvalidAutoscaling"})
-
-
-@dataclass(frozen=True)
-class ConditionValue:
-    status: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 def rfc3339(unix_seconds: float) -> str:

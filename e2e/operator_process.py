@@ -188,7 +188,8 @@ def get_cr(kubectl_ns: Kubectl, name: str) -> dict[str, Any]:
 
 
 def condition(cr: dict[str, Any], type_: str) -> dict[str, Any]:
-    for cond in cr.get("status", {}).get("conditions", []):
+    # A new object's status may hold `conditions: null` (a CRD just created does).
+    for cond in (cr.get("status") or {}).get("conditions") or []:
         if cond["type"] == type_:
             return dict(cond)
     return {}

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CACHE_DIR ?= $(HOME)/.cache/gpt-oss-operator
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv lint typecheck unit runtime-tests e2e test demo cluster-up cluster-down crds tools bench clean
+.PHONY: help venv lint typecheck unit runtime-tests e2e test demo cluster-up cluster-down crds tools bench clean images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,11 +47,15 @@ cluster-binaries: ## build the local control plane + helm from Go modules (cache
 cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig
 	e2e/cluster/up.sh
 
-cluster-down: ## stop the demo's operator process and delete the local kwok cluster (binaries stay cached)
+cluster-down: ## delete the local cluster, its real node and metrics pipeline (binaries and images stay cached)
 	if [[ -x $(BIN)/python ]]; then $(BIN)/python e2e/demo.py stop; fi
+	if [[ -x e2e/metrics/down.sh ]]; then e2e/metrics/down.sh; fi
 	e2e/cluster/down.sh
 
-demo: cluster-up ## the samples Ready on the local cluster: chart installed, operator running (nodes simulated by kwok)
+images: ## build the operator, runtime (CPU variant) and pause images without Docker (cached by content)
+	e2e/images/build.sh all
+
+demo: cluster-up ## the samples served by real pods (GPUs simulated): images, chart, operator pod, a streamed answer
 	$(BIN)/python e2e/demo.py up
 
 e2e-tools: ## helm + upstream CRDs (KEDA, prometheus-operator) into ~/.cache/gpt-oss-operator

@@ -1,15 +1,18 @@
-"""`make demo`: the samples served by the operator on a local control plane with simulated H100 nodes.
+"""`make demo`: the samples served by real pods on a local control plane, with only the GPUs simulated.
 
-    python e2e/demo.py [up] [--timeout SECONDS] [--kubeconfig PATH]   cluster, chart, operator, samples, report
+    python e2e/demo.py [up] [--timeout SECONDS] [--kubeconfig PATH]   cluster, images, chart, samples, answer
     python e2e/demo.py down                                           remove the demo (the cluster stays)
-    python e2e/demo.py stop                                           stop only the local operator process
+    python e2e/demo.py stop                                           nothing runs outside the cluster (kept for make)
 
-`up` is idempotent: a second run reuses the cluster, the Helm release and the operator process. The
-cluster is the local kwok one (e2e/cluster/up.sh; its nodes are simulated, no container runs), so the
-operator runs here as a local process, with a token of the chart's ServiceAccount: exactly the chart's
-RBAC. The chart's own operator Deployment runs 0 replicas (`--set replicas=0`; under kwok its pod would be
-a fake).
-Files: ~/.cache/gpt-oss-operator/demo/ (operator.log, operator.pid, operator.json, operator.kubeconfig).
+`up` is idempotent: a second run reuses the cluster, the images, the Helm release and the pods. The cluster is
+the local one (e2e/cluster/up.sh): a real kube-apiserver, scheduler and controller manager, kwok's simulated
+GPU nodes and one real node (kubelet + containerd + runc + CNI) whose `nvidia.com/gpu` are simulated. The
+images are built here from the project's Dockerfiles (e2e/images/build.sh) and imported into that node. The
+operator runs in-cluster from its image, installed by `helm upgrade --install` of the chart, so it has exactly
+the chart's RBAC; its cluster settings make the server pods run the CPU reference engine in place of
+TensorRT-LLM and fetch weights from a Hugging Face-compatible mirror in the cluster (tiny checkpoints in the
+official layout). The samples are applied unchanged; the demo ends with a streamed chat completion through
+a sample's Service.
 """
 
 from __future__ import annotations
@@ -25,15 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import realpods
 import yaml
-from operator_process import (
-    START_MARKER,
-    DetachedOperator,
-    OperatorStartError,
-    OperatorState,
-    cluster_fingerprint,
-    service_account_kubeconfig,
-)
+from operator_process import DetachedOperator
 
 REPO: Final = Path(__file__).resolve().parent.parent
 CLUSTER_DIR: Final = REPO / "e2e" / "cluster"
@@ -41,30 +38,29 @@ CHART: Final = REPO / "charts" / "gpt-oss-operator"
 SAMPLES: Final = REPO / "manifests" / "samples"
 CRD_NAME: Final = "gptossdeployments.gptoss.io"
 CRD_FILE: Final = REPO / "crds" / f"{CRD_NAME}.yaml"
-OPERATOR_SOURCES: Final = REPO / "operator" / "gptoss_operator"
-RUNTIME_SOURCES: Final = REPO / "runtime" / "gptoss_runtime"
 CACHE: Final = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
 DEFAULT_KUBECONFIG: Final = CACHE / "kubeconfig"
-DEMO_DIR: Final = CACHE / "demo"
+DEMO_DIR: Final = CACHE / "demo"  # where older demos kept a local operator process
 
 DEMO_NAMESPACE: Final = "gpt-oss-demo"
 RELEASE: Final = "gpt-oss-operator"
 RELEASE_NAMESPACE: Final = "gpt-oss-operator"
 SERVICE_ACCOUNT: Final = RELEASE  # the chart's fullname: the release name already contains the chart name
-TOKEN_DURATION: Final = "24h"
-TOKEN_MIN_LEFT_S: Final = 3600  # a reused operator's token must stay valid at least this long
 DEMO_LABEL: Final = "gptoss.dev/demo"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
-DEFAULT_TIMEOUT_S: Final = 300
+DEFAULT_TIMEOUT_S: Final = 900
+ANSWER_SAMPLE: Final = "gpt-oss-20b"
+PROMPT: Final = "Write a haiku about a lighthouse."
+STEPS: Final = 8
 
 SIMULATED_NOTE: Final = (
-    "The nodes are simulated by kwok: pods are scheduled onto fake H100 nodes and reported Running and Ready,\n"
-    "  but no container runs on them and no inference happens."
+    "Simulated: the GPUs (the real node advertises nvidia.com/gpu; kwok's nodes only pretend to run pods) and\n"
+    "  TensorRT-LLM (the CPU reference engine of the same architecture serves a tiny random checkpoint)."
 )
-CPU_INFERENCE: Final = (
-    ".venv/bin/gptoss-runtime make-tiny-checkpoint /tmp/tiny",
-    ".venv/bin/gptoss-runtime serve --weights /tmp/tiny --engine reference   # Triton on :8000/:8001/:8002",
-    ".venv/bin/gptoss-runtime gateway --triton-grpc 127.0.0.1:8001 --port 9000 # OpenAI API on :9000/v1",
+REAL_NOTE: Final = (
+    "Real: the API server, scheduler, controller manager, kubelet, containerd, runc, CNI, kube-proxy, CoreDNS,\n"
+    "  the volume provisioner, the images, the Helm chart and its RBAC, the operator pod, the weights Job, Triton\n"
+    "  Inference Server, the gpt_oss model, the OpenAI gateway and every probe and Service."
 )
 
 
@@ -137,7 +133,7 @@ def heading(title: str) -> None:
 
 
 def step(number: int, name: str, text: str) -> None:
-    print(f"[{number}/6] {name:<10} {text}", flush=True)
+    print(f"[{number}/{STEPS}] {name:<10} {text}", flush=True)
 
 
 def detail(text: str) -> None:
@@ -146,32 +142,55 @@ def detail(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def ensure_cluster(kubectl: Tool, start_local: bool) -> None:
-    if kubectl.ok("--request-timeout=5s", "get", "--raw=/readyz"):
-        step(1, "Cluster", f"the API server answers ({kubectl.kubeconfig})")
-        return
-    if not start_local:
-        raise DemoError(f"the API server of {kubectl.kubeconfig} does not answer /readyz")
-    step(1, "Cluster", "starting the local kwok cluster (e2e/cluster/up.sh; a cold build takes 25-45 minutes)")
-    _stream([str(CLUSTER_DIR / "up.sh")], "e2e/cluster/up.sh")
-    if not kubectl.ok("--request-timeout=5s", "get", "--raw=/readyz"):
-        raise DemoError("the cluster started but its API server does not answer; see e2e/cluster/README.md")
+def ensure_cluster(kubectl: Tool, start_local: bool) -> list[str]:
+    """The API server answers and a real node is Ready; returns the real nodes' names."""
+    if not kubectl.ok("--request-timeout=5s", "get", "--raw=/readyz") or start_local:
+        if not start_local:
+            raise DemoError(f"the API server of {kubectl.kubeconfig} does not answer /readyz")
+        step(1, "Cluster", "starting or reusing the local cluster (e2e/cluster/up.sh; a cold build takes 30-45 min)")
+        _stream([str(CLUSTER_DIR / "up.sh")], "e2e/cluster/up.sh")
+    nodes = kubectl.json("get", "nodes")
+    real = sorted(realpods.real_node_names(nodes))
+    if not real:
+        raise DemoError(
+            "the cluster has no real node (label gptoss.dev/real-node=true); e2e/cluster/up.sh starts one, and its"
+            " logs are under ~/.cache/gpt-oss-operator/node/logs/"
+        )
+    simulated = len(nodes["items"]) - len(real)
+    step(1, "Cluster", f"the API server answers; real node {', '.join(real)} beside {simulated} kwok nodes")
+    return real
 
 
-def ensure_namespace(kubectl: Tool) -> None:
-    restricted = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": DEMO_NAMESPACE,
-            "labels": {**restricted, "pod-security.kubernetes.io/enforce-version": "latest", DEMO_LABEL: "true"},
-        },
-    }
-    kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(namespace))
+def ensure_images() -> realpods.Images:
+    step(2, "Images", "built here from the Dockerfiles, no registry (e2e/images/build.sh; cached by content)")
+    try:
+        images = realpods.ensure_images(lambda argv, what: _stream(list(argv), what))
+    except realpods.RealPodsError as error:
+        raise DemoError(str(error)) from None
+    detail(f"operator: {images.operator}\nruntime (CPU variant): {images.runtime_cpu}")
+    return images
+
+
+def ensure_namespaces(kubectl: Tool) -> None:
+    for name in (DEMO_NAMESPACE, RELEASE_NAMESPACE, realpods.MIRROR_NAMESPACE):
+        kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(realpods.restricted_namespace(name, {DEMO_LABEL: "true"})))
     # The ServiceAccount admission plugin rejects pods until the controller manager creates "default".
     kubectl.run("wait", "--for=create", "serviceaccount/default", "-n", DEMO_NAMESPACE, "--timeout=60s")
-    step(2, "Namespace", f"{DEMO_NAMESPACE} (Pod Security `restricted` enforced by the API server)")
+
+
+def ensure_mirror(kubectl: Tool, images: realpods.Images) -> None:
+    kubectl.run("apply", "-f", "-", stdin=realpods.to_yaml(realpods.mirror_manifests(images.runtime_cpu)))
+    kubectl.run(
+        "rollout",
+        "status",
+        f"deployment/{realpods.MIRROR_NAME}",
+        "-n",
+        realpods.MIRROR_NAMESPACE,
+        "--timeout=300s",
+        timeout=330,
+    )
+    step(3, "Mirror", f"a Hugging Face-compatible mirror in the cluster: {realpods.mirror_endpoint()}")
+    detail(f"serves tiny random checkpoints in the official layout as {', '.join(realpods.MIRRORED_REPOS)}")
 
 
 def _crd_owned_by_release(kubectl: Tool) -> bool | None:
@@ -185,87 +204,29 @@ def _crd_owned_by_release(kubectl: Tool) -> bool | None:
     )
 
 
-def install_chart(kubectl: Tool, helm: Tool) -> None:
-    values = ["--set", f"watchNamespaces={{{DEMO_NAMESPACE}}}"]
+def install_chart(kubectl: Tool, helm: Tool, images: realpods.Images) -> None:
+    values = realpods.operator_values(images, [DEMO_NAMESPACE])
     notes: list[str] = []
-    owned = _crd_owned_by_release(kubectl)
-    if owned is False:
+    if _crd_owned_by_release(kubectl) is False:
         # Another installer (tests, `kubectl apply`) made the CRD; Helm would refuse to adopt it.
         kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-demo", "-f", str(CRD_FILE))
         values += ["--set", "crds.enabled=false"]
         notes.append(f"the CRD predates this release, so it stays outside it: applied {CRD_FILE.relative_to(REPO)}")
-    values += ["--set", "replicas=0"]  # the operator runs on this machine instead (ensure_operator)
-    # No --wait: nothing here depends on the chart's own operator pod (a kwok fake).
-    install = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace"]
-    helm.run(*install, *values)
+    install = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout=5m"]
+    helm.run(*install, *values, timeout=400)
     kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     revision = helm.json("status", RELEASE, "--namespace", RELEASE_NAMESPACE)["version"]
-    step(3, "Chart", f"helm release {RELEASE} (revision {revision}) in namespace {RELEASE_NAMESPACE}")
-    roles = kubectl.json("get", "clusterroles,roles", "--all-namespaces", "-l", f"app.kubernetes.io/instance={RELEASE}")
-    rbac = [
-        f"{r['kind']} {r['metadata'].get('namespace', '') + '/' if r['kind'] == 'Role' else ''}{r['metadata']['name']}"
-        for r in roles["items"]
-    ]
-    detail(
-        f"watchNamespaces={{{DEMO_NAMESPACE}}}; its RBAC: {', '.join(rbac)}\n"
-        "its operator Deployment runs 0 replicas: under kwok its pod would be a fake that runs nothing;\n"
-        "the operator runs on this machine instead, with the chart's ServiceAccount token (next step)"
-    )
+    step(4, "Operator", f"helm release {RELEASE} (revision {revision}): the operator runs as a pod")
+    pods = kubectl.json("get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/name=gpt-oss-operator")
+    for pod in pods["items"]:
+        ready = all(c.get("ready") for c in pod.get("status", {}).get("containerStatuses") or [])
+        detail(
+            f"pod {pod['metadata']['name']} on node {pod['spec'].get('nodeName')}: {pod['status'].get('phase')},"
+            f" {'ready' if ready else 'not ready'}, ServiceAccount {pod['spec'].get('serviceAccountName')}"
+        )
+    detail(f"watching {DEMO_NAMESPACE}; settings: the CPU stand-in engine, weights from {realpods.mirror_endpoint()}")
     for note in notes:
         detail(f"note: {note}")
-
-
-def _reusable(state: OperatorState | None, cluster: str, operator: DetachedOperator, kubectl: Tool) -> bool:
-    """A live, healthy operator of this cluster whose token still authenticates (a reinstalled chart
-    recreates the ServiceAccount, which invalidates its tokens)."""
-    return (
-        state is not None
-        and state.cluster == cluster
-        and state.namespaces == [DEMO_NAMESPACE]
-        and state.token_expires_at - time.time() > TOKEN_MIN_LEFT_S
-        and operator.healthy(state)
-        and Tool(kubectl.binary, operator.kubeconfig).ok("auth", "whoami")
-    )
-
-
-def _code_changed_since(started_at: float) -> bool:
-    """Whether a source file of the operator (or the runtime's plan it imports) is newer than the process."""
-    sources = [*OPERATOR_SOURCES.rglob("*.py"), *RUNTIME_SOURCES.rglob("*.py")]
-    return any(path.stat().st_mtime > started_at for path in sources)
-
-
-def ensure_operator(kubectl: Tool, restart: bool) -> OperatorState:
-    operator = DetachedOperator(DEMO_DIR)
-    cluster, _ = cluster_fingerprint(kubectl.binary, kubectl.kubeconfig)
-    state = operator.state()
-    changed = state is not None and _code_changed_since(state.started_at)
-    if not restart and not changed and state is not None and _reusable(state, cluster, operator, kubectl):
-        step(4, "Operator", f"reusing the running operator (pid {state.pid}; --restart-operator for a fresh one)")
-    else:
-        try:
-            identity = service_account_kubeconfig(
-                kubectl.binary,
-                kubectl.kubeconfig,
-                RELEASE_NAMESPACE,
-                SERVICE_ACCOUNT,
-                operator.kubeconfig,
-                duration=TOKEN_DURATION,
-            )
-            state = operator.start(identity, [DEMO_NAMESPACE])
-        except OperatorStartError as error:
-            raise DemoError(f"the operator did not start: {error}") from None
-        why = " (its code changed since the last one started)" if changed else ""
-        step(4, "Operator", f"started `gptoss-operator run` locally (pid {state.pid}){why}")
-    whoami = Tool(kubectl.binary, operator.kubeconfig).run(
-        "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", check=False
-    )
-    expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.token_expires_at))
-    detail(
-        f"identity: {whoami or state.username} (a `kubectl create token` token, valid until {expires})\n"
-        f"watching: {', '.join(state.namespaces)}; metrics: {state.metrics_url}\n"
-        f"log: {operator.log_path}"
-    )
-    return state
 
 
 def sample_names() -> list[str]:
@@ -279,38 +240,12 @@ def sample_names() -> list[str]:
 
 def apply_samples(kubectl: Tool) -> None:
     output = kubectl.run("apply", "-n", DEMO_NAMESPACE, "-f", str(SAMPLES))
-    step(5, "Samples", f"kubectl apply -n {DEMO_NAMESPACE} -f {SAMPLES.relative_to(REPO)}/")
+    step(5, "Samples", f"kubectl apply -n {DEMO_NAMESPACE} -f {SAMPLES.relative_to(REPO)}/   (unchanged H100 specs)")
     detail(output)
 
 
-def bind_pending_claims(kubectl: Tool) -> list[str]:
-    """Bind each pending claim of the demo to a static PersistentVolume, as a storage provisioner would
-    (the simulated cluster has none). Returns the claims bound now."""
-    bound = []
-    for claim in kubectl.json("get", "pvc", "-n", DEMO_NAMESPACE)["items"]:
-        if claim["spec"].get("volumeName") or claim.get("status", {}).get("phase") == "Bound":
-            continue
-        name = claim["metadata"]["name"]
-        volume = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{DEMO_NAMESPACE}-{name}"[:63], "labels": {DEMO_LABEL: "true"}},
-            "spec": {
-                "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-                "accessModes": claim["spec"]["accessModes"],
-                "persistentVolumeReclaimPolicy": "Retain",  # `demo.py down` deletes them
-                "storageClassName": claim["spec"].get("storageClassName") or "",
-                "claimRef": {"namespace": DEMO_NAMESPACE, "name": name, "uid": claim["metadata"]["uid"]},
-                "hostPath": {"path": f"/tmp/gpt-oss-demo/{name}"},  # never mounted: no container runs
-            },
-        }
-        kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(volume))
-        bound.append(name)
-    return bound
-
-
 def condition_of(cr: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((dict(c) for c in cr.get("status", {}).get("conditions", []) if c.get("type") == type_), {})
+    return next((dict(c) for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 def is_ready(cr: dict[str, Any]) -> bool:
@@ -318,41 +253,31 @@ def is_ready(cr: dict[str, Any]) -> bool:
     return ready.get("status") == "True" and ready.get("observedGeneration") == cr["metadata"].get("generation")
 
 
-def wait_until_ready(kubectl: Tool, names: list[str], timeout_s: float, operator_log: Path) -> None:
+def wait_until_ready(kubectl: Tool, names: list[str], timeout_s: float) -> None:
     step(6, "Ready", f"waiting for {len(names)} GptOssDeployments to be Ready (deadline {timeout_s:.0f}s)")
     start = time.monotonic()
     pending = list(names)
-    provisioned: list[str] = []
     crs: dict[str, dict[str, Any]] = {}
     while pending:
-        provisioned += bind_pending_claims(kubectl)
         crs = {cr["metadata"]["name"]: cr for cr in kubectl.json("get", "gptoss", "-n", DEMO_NAMESPACE)["items"]}
         for name in [n for n in pending if n in crs and is_ready(crs[n])]:
             pending.remove(name)
             detail(f"{name:<28} Ready after {time.monotonic() - start:.0f}s")
         if pending and time.monotonic() - start > timeout_s:
-            raise DemoError(not_ready_report(kubectl, pending, crs, timeout_s, operator_log))
+            raise DemoError(not_ready_report(kubectl, pending, crs, timeout_s))
         if pending:
-            time.sleep(1)
-    if provisioned:
-        detail(
-            f"(no storage provisioner in the simulated cluster: bound {len(provisioned)} weights cache claim(s)\n"
-            " to static PersistentVolumes, as a provisioner would)"
-        )
+            time.sleep(2)
 
 
-def not_ready_report(
-    kubectl: Tool, pending: list[str], crs: dict[str, dict[str, Any]], timeout_s: float, operator_log: Path
-) -> str:
+def not_ready_report(kubectl: Tool, pending: list[str], crs: dict[str, dict[str, Any]], timeout_s: float) -> str:
     lines = [f"not Ready after {timeout_s:.0f}s: {', '.join(pending)}"]
     for name in pending:
         cr = crs.get(name)
         if cr is None:
             lines.append(f"  {name}: not found in namespace {DEMO_NAMESPACE}")
             continue
-        lines.append(
-            f"  {name}: phase {cr.get('status', {}).get('phase', '(no status yet: is the operator running?)')}"
-        )
+        phase = (cr.get("status") or {}).get("phase", "(no status yet: is the operator running?)")
+        lines.append(f"  {name}: phase {phase}")
         lines += [f"    {line}" for line in condition_lines(cr)]
     lines.append(f"pods in {DEMO_NAMESPACE}:")
     lines += [f"  {line}" for line in kubectl.run("get", "pods", "-n", DEMO_NAMESPACE, "-o", "wide").splitlines()]
@@ -362,24 +287,19 @@ def not_ready_report(
     if related:
         lines.append("warning events of those (latest last):")
         lines += [f"  {e['involvedObject']['name']}: {e['reason']}: {e['message']}" for e in related[-8:]]
-    lines.append(f"operator log ({operator_log}), its warnings, errors and reconciles, latest last:")
-    lines += [f"  {line}" for line in notable_log_lines(operator_log)[-20:]]
+    lines.append("the operator's log (latest last):")
+    log = kubectl.run(
+        "logs", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/name=gpt-oss-operator", "--tail=20", check=False
+    )
+    lines += [f"  {line}" for line in log.splitlines()]
     return "\n".join(lines)
-
-
-def notable_log_lines(operator_log: Path) -> list[str]:
-    """Lines of the operator's latest run worth showing on failure (Kopf logs every handler success)."""
-    text = operator_log.read_text(errors="replace") if operator_log.exists() else ""
-    latest = text[text.rfind(START_MARKER) :] if START_MARKER in text else text
-    keep = ("WARNING", "ERROR", "Traceback", "gptoss_operator")
-    return [line for line in latest.splitlines() if any(word in line for word in keep)]
 
 
 # --------------------------------------------------------------------------------------------- report
 def condition_lines(cr: dict[str, Any]) -> list[str]:
     return [
         f"{c['type']}={c['status']} ({c.get('reason', '')}): {c.get('message', '')}".rstrip(": ")
-        for c in cr.get("status", {}).get("conditions", [])
+        for c in (cr.get("status") or {}).get("conditions") or []
     ]
 
 
@@ -404,12 +324,12 @@ def report_deployments(kubectl: Tool, names: list[str]) -> None:
     crs = {cr["metadata"]["name"]: cr for cr in kubectl.json("get", "gptoss", "-n", DEMO_NAMESPACE)["items"]}
     for name in names:
         cr = crs[name]
-        status = cr.get("status", {})
+        status = cr.get("status") or {}
         heading(f"{name} ({cr['spec']['model']}, {status.get('readyReplicas', 0)}/{cr['spec'].get('replicas')} ready)")
         print("  conditions:")
         for line in condition_lines(cr):
             print(f"    {line}")
-        print("  plan:")
+        print("  plan (what TensorRT-LLM would get on the real GPUs):")
         for line in plan_lines(status.get("plan") or {}):
             print(f"    {line}")
         print("  endpoints (in-cluster):")
@@ -428,51 +348,91 @@ def gpu_count(pod: dict[str, Any]) -> int:
     return total
 
 
-def report_placement(kubectl: Tool) -> None:
+def report_placement(kubectl: Tool, real_nodes: list[str]) -> None:
     nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
     pods = [
         p
         for p in kubectl.json("get", "pods", "-n", DEMO_NAMESPACE)["items"]
         if gpu_count(p) > 0 and not p["metadata"].get("deletionTimestamp")
     ]
-    heading("Server pods on the simulated nodes")
-    rows = [("POD", "GPUS", "NODE", "NODE GPUS", "PRODUCT", "PHASE")]
-    used: dict[str, int] = {}
+    heading("Which replica runs where")
+    rows = [("POD", "GPUS", "NODE", "NODE GPUS", "PRODUCT", "PHASE", "CONTAINERS")]
     for pod in sorted(pods, key=lambda p: (p["spec"].get("nodeName", ""), p["metadata"]["name"])):
         node_name = pod["spec"].get("nodeName", "")
         node = nodes.get(node_name, {})
-        used[node_name] = used.get(node_name, 0) + gpu_count(pod)
+        real = node_name in real_nodes
         rows.append(
             (
                 pod["metadata"]["name"],
                 str(gpu_count(pod)),
                 node_name or "(unscheduled)",
-                str(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "-")),
+                str(node.get("status", {}).get("allocatable", {}).get(GPU_RESOURCE, "-")),
                 str(node.get("metadata", {}).get("labels", {}).get("nvidia.com/gpu.product", "-")),
                 str(pod.get("status", {}).get("phase", "")),
+                "real (kubelet + containerd)" if real else "simulated (kwok: nothing runs)",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    for node_name, gpus in sorted(used.items()):
-        capacity = nodes.get(node_name, {}).get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "?")
-        print(f"  {node_name}: {gpus} of {capacity} GPUs used by the demo")
-    print("  each replica's GPUs are on one node (a 2-GPU replica takes two GPUs of one 8-GPU node)")
+    print("  each replica's GPUs are on one node (a 2-GPU replica takes two GPUs of one node)")
 
 
-def report_closing(state: OperatorState) -> None:
+def report_answer(kubectl: Tool) -> None:
+    """A streamed chat completion through the sample's Service (kubectl port-forward), and the pod's log line."""
+    step(7, "Answer", f"a streamed chat completion through service/{ANSWER_SAMPLE} with the openai client")
+    argv = [str(kubectl.binary), "--kubeconfig", str(kubectl.kubeconfig)]
+    try:
+        with realpods.PortForward(argv, DEMO_NAMESPACE, f"service/{ANSWER_SAMPLE}", realpods.OPENAI_PORT) as forward:
+            model = _served_model(forward.url)
+            answer = realpods.stream_chat(forward.url, model, PROMPT, max_tokens=48)
+    except (realpods.RealPodsError, OSError) as error:
+        raise DemoError(f"the chat completion through service/{ANSWER_SAMPLE} failed: {error}") from None
+    except Exception as error:  # the openai client's errors
+        raise DemoError(f"the chat completion through service/{ANSWER_SAMPLE} failed: {error!r}") from None
+    detail(f"kubectl port-forward service/{ANSWER_SAMPLE} :{realpods.OPENAI_PORT} -> {forward.url}/v1 (model {model})")
+    detail(f"prompt: {PROMPT}")
+    if answer.reasoning:
+        detail(f"reasoning (analysis channel): {answer.reasoning[:300]!r}")
+    detail(f"answer (final channel): {answer.text[:300]!r}")
+    detail(
+        f"time to first token {answer.first_token_s * 1000:.0f} ms, whole answer {answer.total_s * 1000:.0f} ms,"
+        f" {answer.chunks} chunks (random tiny weights: the words mean nothing, the path is real)"
+    )
+    report_serving_pods(kubectl)
+
+
+def _served_model(base_url: str) -> str:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=2, timeout=60)
+    return str(client.models.list().data[0].id)
+
+
+def report_serving_pods(kubectl: Tool) -> None:
+    """The server pods' own Triton counters and log lines show which container produced the answer."""
+    selector = f"app.kubernetes.io/component=server,gptoss.io/deployment={ANSWER_SAMPLE}"
+    for pod in kubectl.json("get", "pods", "-n", DEMO_NAMESPACE, "-l", selector)["items"]:
+        name = pod["metadata"]["name"]
+        log = kubectl.run("logs", "-n", DEMO_NAMESPACE, name, "-c", "gateway", "--tail=200", check=False)
+        served = [line for line in log.splitlines() if "/v1/chat/completions" in line or "completion" in line]
+        detail(f"pod {name} on {pod['spec'].get('nodeName')} (kubectl logs -n {DEMO_NAMESPACE} {name} -c gateway):")
+        for line in served[-2:]:
+            detail(f"  {line[:200]}")
+
+
+def report_closing() -> None:
     heading("What you are looking at")
+    print(f"  {REAL_NOTE}")
     print(f"  {SIMULATED_NOTE}")
-    print("  The API server, scheduler, controller manager, Helm chart, RBAC and operator are real.")
-    print("\n  Real inference on this CPU (the tiny reference checkpoint, the same Triton model and gateway):")
-    for command in CPU_INFERENCE:
-        print(f"    {command}")
     print("\n  Try it (env.sh sets KUBECONFIG and puts kubectl, helm and kwokctl on PATH):")
     print("    source e2e/cluster/env.sh")
-    print(f"    kubectl -n {DEMO_NAMESPACE} scale gptoss/gpt-oss-20b --replicas=2")
-    print(f"    kubectl -n {DEMO_NAMESPACE} get gptoss --watch")
-    print(f"\n  The cluster and the operator (pid {state.pid}) stay up; `make demo` again reuses them.")
+    print(f"    kubectl -n {DEMO_NAMESPACE} port-forward service/{ANSWER_SAMPLE} 9000:9000 &")
+    print("    curl -s localhost:9000/v1/chat/completions -H 'content-type: application/json' \\")
+    print(f'      -d \'{{"model": "{ANSWER_SAMPLE}", "messages": [{{"role": "user", "content": "hi"}}]}}\'')
+    print(f"    kubectl -n {DEMO_NAMESPACE} scale gptoss/{ANSWER_SAMPLE} --replicas=2")
+    print(f"    kubectl -n {DEMO_NAMESPACE} get gptoss,pods -o wide --watch")
+    print("\n  The cluster, the operator and the model servers stay up; `make demo` again reuses them.")
     print("  Tear it all down with: make cluster-down")
 
 
@@ -481,42 +441,48 @@ def run_up(args: argparse.Namespace) -> None:
     kubeconfig = Path(args.kubeconfig)
     kubectl = Tool(kubectl_binary(), kubeconfig)
     started = time.monotonic()
-    heading("gpt-oss-operator demo")
-    ensure_cluster(kubectl, start_local=kubeconfig == DEFAULT_KUBECONFIG)
-    ensure_namespace(kubectl)
-    install_chart(kubectl, Tool(helm_binary(), kubeconfig))
-    state = ensure_operator(kubectl, restart=args.restart_operator)
+    heading("gpt-oss-operator demo: real pods, simulated GPUs")
+    DetachedOperator(DEMO_DIR).stop()  # an older demo's local operator would fight the in-cluster one
+    real_nodes = ensure_cluster(kubectl, start_local=kubeconfig == DEFAULT_KUBECONFIG)
+    images = ensure_images()
+    ensure_namespaces(kubectl)
+    ensure_mirror(kubectl, images)
+    install_chart(kubectl, Tool(helm_binary(), kubeconfig), images)
     names = sample_names()
     apply_samples(kubectl)
-    wait_until_ready(kubectl, names, args.timeout, DetachedOperator(DEMO_DIR).log_path)
+    wait_until_ready(kubectl, names, args.timeout)
     report_deployments(kubectl, names)
-    report_placement(kubectl)
-    report_closing(state)
-    print(f"\n  (demo done in {time.monotonic() - started:.0f}s)")
+    report_placement(kubectl, real_nodes)
+    report_answer(kubectl)
+    report_closing()
+    step(STEPS, "Done", f"in {time.monotonic() - started:.0f}s")
 
 
 def run_down(args: argparse.Namespace) -> None:
-    """Remove what `up` added to the cluster (not the cluster, not the CRD)."""
-    stopped = DetachedOperator(DEMO_DIR).stop()
-    print(f"demo operator {'stopped' if stopped else 'was not running'}")
+    """Remove what `up` added to the cluster (not the cluster, not the CRD, not the images)."""
+    DetachedOperator(DEMO_DIR).stop()
     kubeconfig = Path(args.kubeconfig)
     kubectl = Tool(kubectl_binary(), kubeconfig)
     if not kubectl.ok("--request-timeout=5s", "get", "--raw=/readyz"):
-        print("the cluster is not running; nothing else to remove")
+        print("the cluster is not running; nothing to remove")
         return
     kubectl.run("delete", "namespace", DEMO_NAMESPACE, "--ignore-not-found", "--wait=true", timeout=300)
-    kubectl.run("delete", "pv", "-l", f"{DEMO_LABEL}=true", "--ignore-not-found")
     helm = helm_binary(build=False)
     if helm.exists():
         Tool(helm, kubeconfig).run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--ignore-not-found")
-    kubectl.run("delete", "namespace", RELEASE_NAMESPACE, "--ignore-not-found", "--wait=false")
-    print(f"removed namespaces {DEMO_NAMESPACE} and {RELEASE_NAMESPACE}, the demo's volumes and the helm release")
-    print("(the GptOssDeployment CRD is kept)")
+    for namespace in (RELEASE_NAMESPACE, realpods.MIRROR_NAMESPACE):
+        kubectl.run("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
+    print(
+        "removed the helm release and the namespaces"
+        f" {DEMO_NAMESPACE}, {RELEASE_NAMESPACE}, {realpods.MIRROR_NAMESPACE}"
+    )
+    print("(the GptOssDeployment CRD and the built images are kept)")
 
 
 def run_stop(_args: argparse.Namespace) -> None:
     stopped = DetachedOperator(DEMO_DIR).stop()
-    print(f"[demo] operator {'stopped' if stopped else 'was not running'}")
+    if stopped:
+        print("[demo] stopped an older demo's local operator process")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -528,7 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="admin kubeconfig (default: the local cluster's; only that one is started when down)",
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for Ready")
-    parser.add_argument("--restart-operator", action="store_true", help="start a fresh operator process")
     return parser
 
 

@@ -168,3 +168,53 @@ def test_kubectl_explain_teaches_the_api(kubectl: Kubectl, crd_installed: None) 
     wait_until(explains, timeout_s=60, what="kubectl explain to show the field descriptions (OpenAPI publishing)")
     model = kubectl("explain", "gptossdeployments.spec.model")
     assert "gpt-oss-20b" in model and "gpt-oss-120b" in model
+
+
+# ---------------------------------------------------------------------- GPUs and the weights cache
+VALID_GPU_AND_CACHE_SPECS: dict[str, dict[str, Any]] = {
+    "mig-slice": {"gpu": {"migProfile": "3g.40gb", "count": 1}},
+    "custom-product": {"gpu": {"product": "ACME-X1", "memoryGiB": 96, "architecture": "blackwell"}},
+    "no-gfd": {"gpu": {"nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}}},
+    "b200-trtllm": {"gpu": {"product": "NVIDIA-B200"}, "engine": {"moeBackend": "TRTLLM"}},
+    "rwop-one-replica": {"weights": {"cache": {"accessMode": "ReadWriteOncePod", "size": "1.5Ti"}}},
+}
+
+
+@pytest.mark.parametrize("case_id", list(VALID_GPU_AND_CACHE_SPECS))
+def test_gpu_and_cache_specs_next_to_the_rules_are_admitted(admission_ns: Kubectl, case_id: str) -> None:
+    obj = custom_resource(f"ok-{case_id}", **VALID_GPU_AND_CACHE_SPECS[case_id])
+
+    result = admission_ns.run("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=to_yaml(obj))
+
+    assert missing_fields(obj["spec"], json.loads(result.stdout)["spec"]) == []
+
+
+def test_the_cache_grows_but_its_immutable_fields_hold(admission_ns: Kubectl) -> None:
+    def with_cache(**cache: Any) -> dict[str, Any]:
+        return custom_resource("cache-transitions", weights={"cache": cache})
+
+    _server_side_apply(admission_ns, with_cache(size="100Gi", storageClassName="standard"))
+    _server_side_apply(admission_ns, with_cache(size="150Gi", storageClassName="standard"))  # grows
+
+    refusals = {
+        "spec.weights.cache.size": with_cache(size="149Gi", storageClassName="standard"),
+        "spec.weights.cache.storageClassName": with_cache(size="150Gi", storageClassName="fast"),
+        "spec.weights.cache.accessMode": with_cache(
+            size="150Gi", storageClassName="standard", accessMode="ReadWriteOnce"
+        ),
+    }
+    for field, obj in refusals.items():
+        result = _server_side_apply(admission_ns, obj, "--dry-run=server", check=False)
+        assert result.returncode != 0 and field in result.stderr, f"{field}:\n{result.stderr}"
+    assert admission_ns.json("get", "gptoss", "cache-transitions")["spec"]["weights"]["cache"]["size"] == "150Gi"
+
+
+def test_scaling_a_single_node_cache_past_one_replica_is_refused(admission_ns: Kubectl) -> None:
+    obj = custom_resource("rwo-scale", weights={"cache": {"accessMode": "ReadWriteOnce"}})
+    _server_side_apply(admission_ns, obj)
+
+    result = admission_ns.run("scale", "gptoss/rwo-scale", "--replicas=2", check=False)
+
+    assert result.returncode != 0, result.stdout
+    assert "spec.replicas" in result.stderr and "ReadWriteMany" in result.stderr, result.stderr
+    assert admission_ns.json("get", "gptoss", "rwo-scale")["spec"]["replicas"] == 1

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the local control plane (kwok, kwokctl, kube-apiserver, kube-controller-manager, kube-scheduler,
-# etcd) and helm from Go modules, once per pinned version, into
+# etcd), the real node's kubelet, kube-proxy, CoreDNS and local-path-provisioner, and helm from Go modules, once per pinned version, into
 #   ~/.cache/gpt-oss-operator/bin/<component>-<version>/
 # A component whose directory is complete is reused; a cold build happens only when the cache lacks that
 # version. Only the Go module proxy is used. Usage: build.sh [component...]
-# (components: kwok kubernetes etcd helm; default all).
+# (components: kwok kubernetes etcd helm coredns local-path-provisioner; default all).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -96,7 +96,7 @@ for r in mod.get("Replace") or []:
 
 build_kubernetes() {
   local final="$BIN_CACHE/kubernetes-$KUBE_VERSION"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   if is_built "$final" "${cmds[@]}"; then log "kubernetes $KUBE_VERSION cached"; return; fi
   local start; start=$(date +%s)
   log "building ${cmds[*]} $KUBE_VERSION (one go build, shared compilation)"
@@ -158,9 +158,35 @@ build_helm() {
   finish "$staging" "$final" "$start"
 }
 
+# go_install_component NAME VERSION MODULE/CMD BINARY LDFLAGS: `go install` a module without replace
+# directives into $BIN_CACHE/NAME-VERSION/BINARY.
+go_install_component() {
+  local name="$1" version="$2" pkg="$3" binary="$4" ldflags="$5"
+  local final="$BIN_CACHE/$name-$version"
+  if is_built "$final" "$binary"; then log "$name $version cached"; return; fi
+  local start; start=$(date +%s)
+  log "building $name $version (go install)"
+  local staging="$final.partial"
+  rm -rf "$staging"; mkdir -p "$staging"
+  GOBIN="$staging" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "$LEAN_LDFLAGS $ldflags" "$pkg@$version"
+  finish "$staging" "$final" "$start"
+}
+
+# CoreDNS: the real node's cluster DNS (kubernetes plugin), run as a host process by node.sh.
+build_coredns() {
+  go_install_component coredns "$COREDNS_VERSION" github.com/coredns/coredns coredns \
+    "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+}
+
+# rancher's local-path-provisioner: the real node's default StorageClass, run as a host process by node.sh.
+build_local-path-provisioner() {
+  go_install_component local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+    github.com/rancher/local-path-provisioner local-path-provisioner "-X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
+}
+
 main() {
   local components=("$@")
-  [[ ${#components[@]} -gt 0 ]] || components=(kwok kubernetes etcd helm)
+  [[ ${#components[@]} -gt 0 ]] || components=(kwok kubernetes etcd helm coredns local-path-provisioner)
   mkdir -p "$BIN_CACHE"
   # One build at a time: concurrent runs (make targets, the e2e fixture) would share staging directories
   # and starve 2 cores. A second caller waits, then finds the components cached.
@@ -172,8 +198,8 @@ main() {
   local c total_start; total_start=$(date +%s)
   for c in "${components[@]}"; do
     case "$c" in
-      kwok | kubernetes | etcd | helm) "build_$c" ;;
-      *) die "unknown component '$c'; expected one of: kwok kubernetes etcd helm" ;;
+      kwok | kubernetes | etcd | helm | coredns | local-path-provisioner) "build_$c" ;;
+      *) die "unknown component '$c'; expected one of: kwok kubernetes etcd helm coredns local-path-provisioner" ;;
     esac
   done
   log "all requested components ready in $(( $(date +%s) - total_start ))s under $BIN_CACHE"

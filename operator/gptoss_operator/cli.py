@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from gptoss_operator import names
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders import ClusterFeatures, build_children
-from gptoss_operator.planner import PlanError, explain, plan
+from gptoss_operator.planner import PlanError, explain, gpu_placement, plan
 from gptoss_operator.settings import OperatorSettings
 from gptoss_runtime.plan import ServingPlan
 
@@ -191,7 +191,8 @@ def _cmd_plan(args: argparse.Namespace, io: _Io) -> int:
         if args.output == "json":
             io.out.write(serving_plan.to_json())
         else:
-            io.out.write(f"# {loaded.cr.namespace}/{loaded.cr.name}\n{explain(serving_plan)}")
+            placement = gpu_placement(loaded.cr.spec)
+            io.out.write(f"# {loaded.cr.namespace}/{loaded.cr.name}\n{explain(serving_plan, placement)}")
     return 0
 
 

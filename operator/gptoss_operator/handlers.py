@@ -1,15 +1,15 @@
-"""Thin Kopf handlers: every trigger funnels into `Reconciler` (reconcile.py).
+"""Every trigger funnels into one work queue; the queue's workers run `Reconciler` (reconcile.py).
 
-- create / update / resume of a GptOssDeployment: reconcile now; a transient API error becomes
-  `kopf.TemporaryError` so Kopf retries with backoff (its progress lives in annotations under
-  `kopf.gptoss.io`).
-- events of owned children (labelled `gptoss.io/deployment`): reconcile the owner soon, so a deleted child
-  is recreated and a hand edit of an owned field is reverted within a second or two, and status follows
-  the pods.
-- a periodic resync (one task for the whole operator, not a per-object timer: Kopf timers need a
-  finalizer, and a finalizer would make deleting a CR hang while the operator is down).
+- The watch-fed caches (caches.py) see every GptOssDeployment, child, pod and GPU node: a CR whose spec or
+  metadata changed, a child of a CR, or a pod of a CR enqueues that CR. So a deleted child is recreated and
+  a hand edit of an owned field is reverted within a second or two, and status follows the pods.
+- A long resync enqueues every CR, each at a random moment of the period (drift repair and retry, spread
+  out instead of 200 reconciles at once).
+- The autoscaler's scale changes the CR's generation, which enqueues it like any spec change.
 
-No handler returns a value (Kopf would store it in the status) and Kopf posts no events of its own.
+Kopf runs the process (login, liveness endpoint, signals) with no resource handlers of ours: it watches no
+resource and writes nothing on the CRs (no annotations, no finalizer). Errors: a transient API error comes
+back after the queue's per-key backoff (or the server's Retry-After); a refusal after a minute.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
 
-from gptoss_operator import names
-from gptoss_operator.kube import ApiError, TransientApiError
-from gptoss_operator.reconcile import Reconciler
+from gptoss_operator import builders, names
+from gptoss_operator.caches import ClusterCache
+from gptoss_operator.kube import ApiError, Kube, TransientApiError, resource_type
+from gptoss_operator.reconcile import OPTIONAL_APIS, Reconciler
 from gptoss_operator.settings import OperatorSettings
+from gptoss_operator.workqueue import RetryAfter, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +37,7 @@ FINALIZER: Final = f"{names.GROUP}/finalizer"  # Kopf adds it only if a handler 
 PERMANENT_ERROR_DELAY: Final = 60.0
 MAX_BACKOFF_SECONDS: Final = 60.0
 
-# Built-in child kinds whose events trigger a reconcile of their owner: (group, version, plural).
-WATCHED_CHILDREN: Final = (
-    ("apps", "v1", "deployments"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-)
+Key = tuple[str, str]
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -55,16 +49,11 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False
     settings.peering.standalone = True
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.queueing.error_delays = [1, 2, 5, 10, 20, 30]
-    for _group, _version, plural in WATCHED_CHILDREN:  # server-side filter: only our children stream in
-        settings.watching.label_selectors[plural] = names.LABEL_DEPLOYMENT
 
 
 def backoff(error: TransientApiError, retry: int) -> float:
-    """The server's Retry-After when it gave one, else exponential in Kopf's retry count (1, 2, 4 ... 60 s)."""
+    """The server's Retry-After when it gave one, else exponential in the retry count (1, 2, 4 ... 60 s)."""
     return max(error.delay if error.retry_after else 0.0, min(MAX_BACKOFF_SECONDS, 2.0**retry))
 
 
@@ -80,6 +69,16 @@ def reconcile_or_retry(reconciler: Reconciler, namespace: str, name: str, retry:
         raise kopf.TemporaryError(f"API request refused: {error}", delay=PERMANENT_ERROR_DELAY) from error
 
 
+def reconcile_or_retry_after(reconciler: Reconciler, namespace: str, name: str) -> None:
+    """Run one reconcile for the work queue: API trouble -> RetryAfter (the queue adds its own backoff)."""
+    try:
+        reconciler.reconcile(namespace, name)
+    except TransientApiError as error:
+        raise RetryAfter(error.delay if error.retry_after else 0.0, str(error)) from error
+    except ApiError as error:
+        raise RetryAfter(PERMANENT_ERROR_DELAY, f"API request refused: {error}") from error
+
+
 def owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     """(namespace, name) of the GptOssDeployment that controls a labelled child, or None."""
     meta = body.get("metadata") or {}
@@ -91,23 +90,85 @@ def owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-async def resync_forever(reconciler: Reconciler, namespaces: Sequence[str], interval: float) -> None:
-    """Every `interval` seconds, reconcile every GptOssDeployment (drift repair and retry of triggers)."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            keys = await asyncio.to_thread(reconciler.list_all, namespaces)
-        except ApiError as error:
-            log.warning("resync could not list GptOssDeployments: %s", error)
-            continue
-        for namespace, name in keys:
-            await asyncio.to_thread(reconciler.trigger, namespace, name)
+def cached_child_kinds(kube: Kube) -> list[Any]:
+    """Child kinds to watch: every built-in one, and the optional ones (PodMonitor, KEDA) the cluster serves."""
+    kinds: list[Any] = []
+    for kind in builders.MANAGED_KINDS:
+        if kind.feature is not None:
+            try:
+                if not kube.has_api(OPTIONAL_APIS[kind.kind], kind.kind):
+                    continue
+            except ApiError:
+                continue  # not served (404) or not allowed: the reconcile lists it if it appears
+        kinds.append(resource_type(kind))
+    return kinds
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings) -> None:
-    """Register every handler in `registry` (explicit, so tests can build fresh operators)."""
-    resync_tasks: list[asyncio.Task[None]] = []
-    operator_settings = settings
+class OperatorRuntime:
+    """The caches, the work queue and the resync of one operator process (the leader's)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        *,
+        child_kinds: list[Any] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self._child_kinds = child_kinds
+        self.cache: ClusterCache | None = None  # made at start (discovery decides which kinds it watches)
+        self.reconciler = Reconciler(kube, settings)
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self._process, workers=settings.reconcile_workers, max_backoff_seconds=MAX_BACKOFF_SECONDS
+        )
+        self._rng = rng or random.Random()  # noqa: S311 - resync jitter, not cryptography
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        self.queue.add((namespace, name))
+
+    async def _process(self, key: Key) -> None:
+        await asyncio.to_thread(reconcile_or_retry_after, self.reconciler, *key)
+
+    async def start(self) -> None:
+        """Start the queue, then the caches (their first events enqueue every CR), then the resync."""
+        self.queue.start()
+        kinds = (
+            self._child_kinds
+            if self._child_kinds is not None
+            else await asyncio.to_thread(cached_child_kinds, self.kube)
+        )
+        cache = ClusterCache(self.kube, kinds, namespaces=self.settings.namespaces, on_owner_change=self.enqueue)
+        self.cache = self.reconciler.cache = cache
+        await asyncio.to_thread(cache.start)
+        timeout = self.settings.cache_sync_timeout_seconds
+        if not await asyncio.to_thread(cache.wait_synced, timeout):
+            log.warning("caches not synced after %.0fs; reconciles list until they are", timeout)
+        self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.queue.stop()
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.stop)
+
+    async def _resync_forever(self) -> None:
+        """Every period, enqueue each CR at a random moment of the next period (from the cache: no LIST)."""
+        interval = self.settings.resync_seconds
+        while True:
+            await asyncio.sleep(interval)
+            keys = self.cache.deployment_keys() if self.cache is not None else []
+            for namespace, name in keys:
+                self.queue.add((namespace, name), delay=self._rng.uniform(0.0, interval))
+
+
+def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
+    """Start and stop `runtime` with the Kopf operator (explicit registry, so tests can build fresh ones)."""
 
     @kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)  # as Kopf's own fallbacks: others may log in
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -117,36 +178,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        resync_tasks.append(
-            asyncio.create_task(
-                resync_forever(reconciler, operator_settings.namespaces, operator_settings.resync_seconds)
-            )
-        )
+        await runtime.start()
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
-        for task in resync_tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    @kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-resume")
-    @kopf.on.create(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-create")
-    @kopf.on.update(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="reconcile-update")
-    def _reconcile(namespace: str | None, name: str, retry: int, **_: Any) -> None:
-        reconcile_or_retry(reconciler, namespace or "default", name, retry)
-
-    def _child_event(body: Mapping[str, Any], **_: Any) -> None:
-        owner = owner_of(body)
-        if owner is not None:
-            reconciler.trigger(*owner)
-
-    for group, version, plural in WATCHED_CHILDREN:
-        kopf.on.event(
-            group=group,
-            version=version,
-            plural=plural,
-            registry=registry,
-            id=f"child-{plural}",
-            labels={names.LABEL_DEPLOYMENT: kopf.PRESENT},
-        )(_child_event)
+        await runtime.stop()

@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -46,27 +46,38 @@ TRANSIENT_CODES: Final = frozenset({409, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_SECONDS: Final = 5.0
 MAX_BACKOFF_SECONDS: Final = 60.0
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read
+# Each watch holds a connection for its whole life (about a dozen watches), plus the reconcile workers.
+CONNECTION_POOL_SIZE: Final = 32
 
 
 # ------------------------------------------------------------------------------------------ errors
 class ApiError(Exception):
     """The API server refused a request (a code that retrying will not fix)."""
 
-    def __init__(self, verb: str, path: str, code: int, message: str) -> None:
+    def __init__(self, verb: str, path: str, code: int, message: str, reason: str = "") -> None:
         super().__init__(f"{verb} {path}: HTTP {code}: {message}")
         self.verb = verb
         self.path = path
         self.code = code
         self.message = message
+        self.reason = reason  # the Status reason the server gave (Invalid, Forbidden, Conflict ...), or ""
 
 
 class TransientApiError(ApiError):
     """A conflict, throttling, server error or lost connection: retry after `delay` seconds."""
 
     def __init__(
-        self, verb: str, path: str, code: int, message: str, delay: float, *, retry_after: bool = False
+        self,
+        verb: str,
+        path: str,
+        code: int,
+        message: str,
+        delay: float,
+        *,
+        retry_after: bool = False,
+        reason: str = "",
     ) -> None:
-        super().__init__(verb, path, code, message)
+        super().__init__(verb, path, code, message, reason)
         self.delay = delay
         self.retry_after = retry_after  # the delay is the server's Retry-After
 
@@ -261,12 +272,27 @@ def is_controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ChildFailure:
+    """A child the API server refused to apply or delete."""
+
+    kind: str
+    name: str
+    action: str  # "apply" or "prune"
+    error: ApiError
+
+    def describe(self) -> str:
+        reason = f" {self.error.reason}" if self.error.reason else ""
+        return f"{self.action} {self.kind}/{self.name}: HTTP {self.error.code}{reason}: {self.error.message}"
+
+
+@dataclass(frozen=True)
 class SyncResult:
     """What `sync_children` did and saw."""
 
     applied: tuple[tuple[str, str], ...]
     pruned: tuple[tuple[str, str], ...]
     live: Mapping[tuple[str, str], Json]  # the children after the sync, by (kind, name)
+    failed: tuple[ChildFailure, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------- client
@@ -307,6 +333,7 @@ class Kube:
         from kubernetes import client, config
 
         configuration = client.Configuration()
+        configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
@@ -345,13 +372,19 @@ class Kube:
         if code == 404 and method in ("GET", "DELETE"):
             return None
         if code >= 300:
-            message = _error_message(raw)
+            message, reason = _error_message(raw), _error_reason(raw)
             if code in TRANSIENT_CODES:
                 has_retry_after = bool((response.headers or {}).get("Retry-After"))
                 raise TransientApiError(
-                    verb, path, code, message, _retry_after(response.headers), retry_after=has_retry_after
+                    verb,
+                    path,
+                    code,
+                    message,
+                    _retry_after(response.headers),
+                    retry_after=has_retry_after,
+                    reason=reason,
                 )
-            raise ApiError(verb, path, code, message)
+            raise ApiError(verb, path, code, message, reason)
         return json.loads(raw) if raw else {}
 
     # ----------------------------------------------------------------------------- reads
@@ -377,6 +410,63 @@ class Kube:
             item.setdefault("kind", rtype.kind)
             item.setdefault("apiVersion", rtype.api_version)
         return items
+
+    def list_with_version(
+        self,
+        rtype: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[Json], str]:
+        """Objects of `rtype` (all namespaces by default) and the list's resourceVersion (a watch starts there)."""
+        query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        result = self.request("list", "GET", rtype.path(namespace), query=query) or {}
+        items: list[Json] = list(result.get("items") or [])
+        for item in items:
+            item.setdefault("kind", rtype.kind)
+            item.setdefault("apiVersion", rtype.api_version)
+        return items, str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(
+        self,
+        rtype: ResourceType,
+        resource_version: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+        on_open: Callable[[Any], None] | None = None,
+    ) -> Iterator[Json]:
+        """Watch events of `rtype` (all namespaces by default) from `resource_version` until the stream ends.
+
+        Yields the decoded events ({"type": ..., "object": ...}); an ERROR event (e.g. 410 Gone: the version
+        is too old) raises `TransientApiError` so that the caller lists again. `on_open` receives the open
+        response (its `shutdown()` ends a blocked read from another thread).
+        """
+        query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        query |= {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        path = rtype.path(namespace)
+        try:
+            serialized = self._client.param_serialize(
+                "GET",
+                path + "?" + urlencode(query),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+            response = self._client.call_api(*serialized, _request_timeout=(5.0, timeout_seconds + 30.0))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self._on_request("watch", "connection-error")
+            raise TransientApiError("watch", path, 0, type(error).__name__, DEFAULT_BACKOFF_SECONDS) from error
+        self._on_request("watch", int(response.status))
+        if on_open is not None:
+            on_open(response.response)
+        if int(response.status) >= 300:
+            raise TransientApiError("watch", path, int(response.status), _error_message(response.read()), 1.0)
+        yield from _watch_events(response.response, path)
 
     def has_api(self, api_version: str, kind: str) -> bool:
         """Whether the server serves `kind` in `api_version` (discovery, cached for a short while)."""
@@ -430,7 +520,11 @@ class Kube:
         )
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None) -> Json:
-        """Merge-patch the CR's status subresource; with `resource_version`, a concurrent change is a 409."""
+        """Merge-patch the CR's status subresource; with `resource_version`, a concurrent change is a 409.
+
+        The precondition stays until status moves to server-side apply with conditions as a list map: a merge
+        patch replaces the whole conditions list, so without it one writer could revert the other's conditions.
+        """
         body: Json = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
@@ -496,29 +590,46 @@ class Kube:
         owner: Mapping[str, Any],
         desired: Sequence[Mapping[str, Any]],
         managed: Iterable[ResourceType],
+        live: Mapping[tuple[str, str], Json] | None = None,
     ) -> SyncResult:
-        """Apply each desired child that differs from its live object, then prune undesired owned ones."""
+        """Apply each desired child that differs from its live object, then prune undesired owned ones.
+
+        `live` is the owner's children as a watch-fed cache holds them; without it they are listed. A child
+        the server refuses does not stop the others: it is reported in `SyncResult.failed`.
+        """
         meta = owner.get("metadata") or {}
         namespace, owner_name, owner_uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
-        kinds = {r.kind: r for r in managed}
-        for child in desired:
-            kinds.setdefault(str(child.get("kind")), resource_of(child))
-        live = self.list_children(namespace, owner_name, kinds.values())
+        if live is None:
+            kinds = {r.kind: r for r in managed}
+            for child in desired:
+                kinds.setdefault(str(child.get("kind")), resource_of(child))
+            current = self.list_children(namespace, owner_name, kinds.values())
+        else:
+            current = dict(live)
         applied: list[tuple[str, str]] = []
+        failed: list[ChildFailure] = []
         for child in desired:
             manifest = with_applied_hash(child)
             key = object_key(manifest)
-            if needs_apply(manifest, live.get(key)):
-                live[key] = self._apply_or_replace(manifest, live.get(key))
+            if not needs_apply(manifest, current.get(key)):
+                continue
+            try:
+                current[key] = self._apply_or_replace(manifest, current.get(key))
                 applied.append(key)
+            except ApiError as error:
+                failed.append(ChildFailure(key[0], key[1], "apply", error))
         wanted = {object_key(child) for child in desired}
         pruned: list[tuple[str, str]] = []
-        for key, obj in list(live.items()):
-            if key not in wanted and is_controlled_by(obj, owner_uid):
+        for key, obj in list(current.items()):
+            if key in wanted or not is_controlled_by(obj, owner_uid):
+                continue
+            try:
                 self.delete(obj)
-                del live[key]
+                del current[key]
                 pruned.append(key)
-        return SyncResult(tuple(applied), tuple(pruned), live)
+            except ApiError as error:
+                failed.append(ChildFailure(key[0], key[1], "prune", error))
+        return SyncResult(tuple(applied), tuple(pruned), current, tuple(failed))
 
     def _apply_or_replace(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> Json:
         """Apply; a Job whose (immutable) pod template changed is deleted so the next attempt recreates it."""
@@ -530,6 +641,38 @@ class Kube:
             log.info("%s %s changed an immutable field; deleting it to recreate", manifest["kind"], object_key(live)[1])
             self.delete(live)
             raise TransientApiError(error.verb, error.path, 422, "recreating after an immutable change", 2.0) from error
+
+
+def _watch_events(stream: Any, path: str) -> Iterator[Json]:
+    """Decode a watch stream (one JSON event per line) until it ends; ERROR events raise."""
+    buffer = b""
+    try:
+        for chunk in stream.stream(64 * 1024, decode_content=True):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise TransientApiError(
+                        "watch", path, int(status.get("code") or 500), str(status.get("message")), 1.0
+                    )
+                yield event
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise TransientApiError("watch", path, 0, type(error).__name__, 1.0) from error
+    finally:
+        stream.release_conn()
+
+
+def _error_reason(raw: bytes | None) -> str:
+    """The `reason` of a Status body (e.g. Invalid, Forbidden), or "" when there is none."""
+    try:
+        decoded = json.loads(raw) if raw else None
+    except ValueError:
+        return ""
+    return str(decoded.get("reason") or "") if isinstance(decoded, dict) else ""
 
 
 def _error_message(raw: bytes | None) -> str:

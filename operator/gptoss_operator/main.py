@@ -13,7 +13,6 @@ from gptoss_operator import handlers, metrics
 from gptoss_operator import logging as operator_logging
 from gptoss_operator.autoscaling import runner as autoscaling_runner
 from gptoss_operator.kube import Kube
-from gptoss_operator.reconcile import Reconciler
 from gptoss_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -22,8 +21,10 @@ log = logging.getLogger(__name__)
 def build_registry(settings: OperatorSettings, kube: Kube) -> kopf.OperatorRegistry:
     """A Kopf registry with every handler of the operator, bound to `kube`."""
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, Reconciler(kube, settings), settings)
-    autoscaling_runner.register(registry, kube, settings)
+    runtime = handlers.OperatorRuntime(kube, settings)
+    handlers.register(registry, runtime)
+    # The autoscaler reads the same caches (one capacity snapshot, no LIST per round) once they exist.
+    autoscaling_runner.register(registry, kube, settings, cache_of=lambda: runtime.cache)
     return registry
 
 

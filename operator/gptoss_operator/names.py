@@ -34,6 +34,8 @@ ANNOTATION_PLAN_HASH: Final = f"{GROUP}/plan-hash"  # rolls pods when the plan c
 # Hash of the whole server pod template (plan hash included): a pod whose value differs from the desired
 # Deployment's template is of an older spec. Unlike the CR generation, it does not change on a scale.
 ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+# The engine the server pods run (trtllm, or reference when the CPU stand-in serves); read back by status.
+ANNOTATION_ENGINE: Final = f"{GROUP}/engine"
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"  # Kopf's own bookkeeping lives under our group
 
 # Status conditions
@@ -45,6 +47,8 @@ COND_CAPACITY_AVAILABLE: Final = "CapacityAvailable"
 COND_CAPACITY_LIMITED: Final = "CapacityLimited"  # set by the autoscaler
 # Set by the autoscaler: whether the chosen autoscaling mode can act (False: e.g. mode keda without KEDA).
 COND_SCALING_ACTIVE: Final = "ScalingActive"
+# True when the cluster's operator setting GPTOSS_ENGINE_STAND_IN makes the CPU reference engine serve.
+COND_ENGINE_STAND_IN: Final = "EngineStandIn"
 CONDITION_TYPES: Final = (
     COND_READY,
     COND_PROGRESSING,
@@ -53,7 +57,10 @@ CONDITION_TYPES: Final = (
     COND_CAPACITY_AVAILABLE,
     COND_CAPACITY_LIMITED,
     COND_SCALING_ACTIVE,
+    COND_ENGINE_STAND_IN,
 )
+# Set by the reconcile: False names each child the API server refused (apply or prune) and the server's reason.
+COND_CHILDREN_APPLIED: Final = "ChildrenApplied"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 
 # Phases for the printer column

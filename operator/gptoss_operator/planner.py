@@ -20,8 +20,13 @@ at once: every admitted request can reach its full length without being evicted.
 is left out, the planner picks the largest batch that fits (up to the default); an explicit context and
 batch that cannot fit are rejected with the fixes that would make them fit.
 
-GPUs per replica: gpt-oss-20b always 1; gpt-oss-120b 1 on a GPU of at least 90 GiB (H100 NVL, H200),
-else 2 with TP2/EP2 (NVIDIA's Hopper recipe), unless gpu.count says otherwise.
+GPUs per replica: gpt-oss-20b always 1; gpt-oss-120b 1 on a GPU of at least 90 GiB (H100 NVL, H200, H20,
+B200, GB200), else 2 with TP2/EP2 (NVIDIA's Hopper recipe), unless gpu.count says otherwise. A replica on a
+MIG slice (gpu.migProfile) has exactly one slice and is planned from the slice's memory.
+
+The GPU comes from the catalog (catalog.py; aliases and any letter case accepted), or from the spec for a
+product the catalog lacks (gpu.memoryGiB, optionally gpu.architecture, default hopper). The architecture
+picks TensorRT-LLM's MoE kernels: TRITON on Hopper, TRTLLM on Blackwell (CUTLASS on both when asked).
 
 Defaults (maxSeqLen / maxBatchSize / maxNumTokens / KV fraction):
     gpt-oss-20b                         32768 / 64 / 16384 / 0.90
@@ -38,16 +43,20 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from gptoss_operator.api import GptOssDeploymentSpec
+from gptoss_operator import names
+from gptoss_operator.api import GptOssDeploymentSpec, GpuSpec
 from gptoss_operator.catalog import (
+    ARCHITECTURES,
     BF16_BYTES,
     FP8_BYTES,
     GIB,
     KIB,
+    ArchitectureFacts,
     GpuFacts,
     ModelFacts,
     find_gpu,
     known_gpu_products,
+    mig_resource,
     model_facts,
 )
 from gptoss_operator.settings import OperatorSettings
@@ -64,8 +73,10 @@ SINGLE_GPU_120B_MIN_GIB: Final = 90.0
 MAX_CUDA_GRAPH_BATCH: Final = 256  # larger batches run without a captured graph
 BATCH_ALIGNMENT: Final = 8  # auto-sized batches above this are rounded down to a multiple of it
 
-# NVIDIA's Hopper recipe for TensorRT-LLM runs gpt-oss with programmatic dependent launch.
+# NVIDIA's Hopper recipe for TensorRT-LLM runs gpt-oss with programmatic dependent launch (Blackwell
+# supports it too, and NVIDIA's Blackwell guide sets the same variable).
 HOPPER_ENVIRONMENT: Final = {"TRTLLM_ENABLE_PDL": "1"}
+DEFAULT_CUSTOM_ARCHITECTURE: Final = "hopper"
 
 
 class PlanError(ValueError):
@@ -88,6 +99,10 @@ class EngineDefaults:
 
 
 # 120b on two GPUs follows NVIDIA's TP2/EP2 recipe (max_num_tokens 20000, KV fraction 0.85, graphs to 64).
+# NVIDIA's gpt-oss deployment recipes for TensorRT-LLM stream every 20 decoding steps: one response per
+# request per 20 tokens keeps the Python serving path (Triton model, gRPC, gateway, SSE) far from being
+# the bottleneck at H100 rates, at about 0.2 s between chunks for a client (invisible when reading).
+STREAM_INTERVAL: Final = 20
 DEFAULTS_20B: Final = EngineDefaults(max_seq_len=32768, max_batch_size=64, max_num_tokens=16384, kv_cache_fraction=0.9)
 DEFAULTS_120B_TP2: Final = EngineDefaults(
     max_seq_len=32768, max_batch_size=64, max_num_tokens=20000, kv_cache_fraction=0.85
@@ -105,7 +120,7 @@ def plan(spec: GptOssDeploymentSpec, settings: OperatorSettings) -> ServingPlan:
     """The serving plan for `spec`, or PlanError naming the field and the fix."""
     del settings  # no setting changes the plan today; kept so the planner's inputs are explicit
     model = model_facts(spec.model)
-    gpu = _resolve_gpu(spec.gpu.product)
+    gpu = resolve_gpu(spec.gpu)
     gpus = _resolve_gpu_count(spec, model, gpu)
     defaults = _engine_defaults(model, gpu, gpus)
     engine = spec.engine
@@ -128,7 +143,7 @@ def plan(spec: GptOssDeploymentSpec, settings: OperatorSettings) -> ServingPlan:
     settings_out = EngineSettings(
         tensor_parallel_size=gpus,
         moe_expert_parallel_size=gpus,
-        moe_backend=_resolve_moe_backend(engine.moe_backend),
+        moe_backend=_resolve_moe_backend(engine.moe_backend, gpu),
         attention_data_parallel=bool(engine.attention_data_parallel),
         max_seq_len=max_seq_len,
         max_batch_size=max_batch_size,
@@ -138,6 +153,7 @@ def plan(spec: GptOssDeploymentSpec, settings: OperatorSettings) -> ServingPlan:
         cuda_graph_batch_sizes=cuda_graph_batch_sizes(max_batch_size),
         cuda_graph_padding=True,
         enable_chunked_prefill=max_num_tokens < max_seq_len,
+        stream_interval=STREAM_INTERVAL,
         environment=dict(HOPPER_ENVIRONMENT),
     )
     budget = KvBudget(
@@ -164,19 +180,82 @@ def plan(spec: GptOssDeploymentSpec, settings: OperatorSettings) -> ServingPlan:
 
 
 # ------------------------------------------------------------------------------------------ resolution
-def _resolve_gpu(product: str) -> GpuFacts:
-    gpu = find_gpu(product)
-    if gpu is None:
+@dataclass(frozen=True)
+class ResolvedGpu:
+    """What one replica's GPU unit is: a whole GPU, or one MIG slice of it."""
+
+    product: str  # the canonical nvidia.com/gpu.product value (the spec's spelling for an uncatalogued one)
+    memory_gib: float  # of one GPU, or of the slice
+    architecture: ArchitectureFacts
+    mig_profile: str | None
+    memory_field: str | None  # the spec field the memory came from, when not the catalog
+
+    @property
+    def description(self) -> str:
+        return f"{self.product} MIG {self.mig_profile}" if self.mig_profile else self.product
+
+
+def resolve_gpu(gpu_spec: GpuSpec) -> ResolvedGpu:
+    """The spec's GPU from the catalog, or from gpu.memoryGiB for a product the catalog lacks."""
+    known = find_gpu(gpu_spec.product)
+    memory_field: str | None = None
+    if gpu_spec.memory_gib is not None:
+        memory_gib, memory_field = gpu_spec.memory_gib, "gpu.memoryGiB"
+    elif known is not None:
+        memory_gib = _catalog_memory_gib(known, gpu_spec.mig_profile)
+    else:
         raise PlanError(
             "gpu.product",
-            f'unknown GPU product "{product}"; use one of {", ".join(known_gpu_products())} '
-            "(the value of the node label nvidia.com/gpu.product)",
+            f'unknown GPU product "{gpu_spec.product}"; use one of {", ".join(known_gpu_products())} (the value '
+            "of the node label nvidia.com/gpu.product), or describe it with gpu.memoryGiB (and gpu.architecture)",
         )
-    return gpu
+    architecture = ARCHITECTURES[
+        gpu_spec.architecture or (known.architecture if known else DEFAULT_CUSTOM_ARCHITECTURE)
+    ]
+    product = known.product if known else gpu_spec.product
+    return ResolvedGpu(product, memory_gib, architecture, gpu_spec.mig_profile, memory_field)
 
 
-def _resolve_gpu_count(spec: GptOssDeploymentSpec, model: ModelFacts, gpu: GpuFacts) -> int:
+def _catalog_memory_gib(known: GpuFacts, mig_profile: str | None) -> float:
+    if mig_profile is None:
+        return known.memory_gib
+    slice_facts = known.mig_profile(mig_profile)
+    if slice_facts is None:
+        offered = ", ".join(profile.name for profile in known.mig_profiles) or "none"
+        raise PlanError(
+            "gpu.migProfile",
+            f"{known.product} has no MIG profile {mig_profile} (its profiles: {offered}); use one of them, or "
+            "give the slice's memory in gpu.memoryGiB",
+        )
+    return slice_facts.memory_gib
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Where a replica's pod may run: the resource it requests and the node labels it needs."""
+
+    resource: str  # nvidia.com/gpu, or nvidia.com/mig-<profile> for a MIG slice
+    product_labels: tuple[str, ...]  # accepted nvidia.com/gpu.product values; empty when node_selector replaces GFD
+    node_selector: dict[str, str]  # labels required instead of GPU Feature Discovery's (gpu.nodeSelector)
+    mig_profile: str | None
+
+
+def gpu_placement(spec: GptOssDeploymentSpec) -> GpuPlacement:
+    """The scheduling side of spec.gpu; the builders use it, and it never fails (the plan judged the spec)."""
+    gpu = spec.gpu
+    resource = mig_resource(gpu.mig_profile) if gpu.mig_profile else names.GPU_RESOURCE
+    if gpu.node_selector:
+        return GpuPlacement(resource, (), dict(gpu.node_selector), gpu.mig_profile)
+    known = find_gpu(gpu.product)
+    # The canonical label value, plus the spelling the spec used when it is an alias (GFD versions differ).
+    products = tuple(sorted({known.product if known else gpu.product, gpu.product}))
+    return GpuPlacement(resource, products, {}, gpu.mig_profile)
+
+
+def _resolve_gpu_count(spec: GptOssDeploymentSpec, model: ModelFacts, gpu: ResolvedGpu) -> int:
     count = spec.gpu.count
+    if gpu.mig_profile is not None:
+        return 1  # admission refuses gpu.count 2 with a MIG profile (CEL_MIG_ONE_SLICE)
     if model.name == "gpt-oss-20b":
         if count not in (None, 1):
             raise PlanError("gpu.count", f"gpt-oss-20b runs on 1 GPU, not {count}; set gpu.count to 1 or leave it out")
@@ -191,7 +270,7 @@ def _resolve_gpu_count(spec: GptOssDeploymentSpec, model: ModelFacts, gpu: GpuFa
     return count
 
 
-def _engine_defaults(model: ModelFacts, gpu: GpuFacts, gpus: int) -> EngineDefaults:
+def _engine_defaults(model: ModelFacts, gpu: ResolvedGpu, gpus: int) -> EngineDefaults:
     if model.name == "gpt-oss-20b":
         return DEFAULTS_20B
     if gpus == 2:
@@ -235,9 +314,19 @@ def _resolve_max_seq_len(requested: int | None, defaults: EngineDefaults, model:
     return requested
 
 
-def _resolve_moe_backend(requested: str) -> MoeBackend:
-    # TRITON is the MXFP4 MoE path on Hopper and supports expert parallelism; TRTLLM is Blackwell-only.
-    return "CUTLASS" if requested == "CUTLASS" else "TRITON"
+def _resolve_moe_backend(requested: str, gpu: ResolvedGpu) -> MoeBackend:
+    """auto: the architecture's default (catalog.ARCHITECTURES); an explicit choice must run there."""
+    architecture = gpu.architecture
+    if requested == "auto":
+        return architecture.default_moe_backend
+    for backend in architecture.moe_backends:
+        if backend == requested:
+            return backend
+    raise PlanError(
+        "engine.moeBackend",
+        f"{requested} MoE kernels do not run gpt-oss on {architecture.name} GPUs ({gpu.product}); use "
+        f"{' or '.join(architecture.moe_backends)}, or auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +337,7 @@ class _Memory:
 
 
 def _memory(
-    model: ModelFacts, gpu: GpuFacts, gpus: int, max_num_tokens: int, fraction: float, spec: GptOssDeploymentSpec
+    model: ModelFacts, gpu: ResolvedGpu, gpus: int, max_num_tokens: int, fraction: float, spec: GptOssDeploymentSpec
 ) -> _Memory:
     per_gpu_headroom = (
         RUNTIME_OVERHEAD_GIB
@@ -260,14 +349,28 @@ def _memory(
     headroom = per_gpu_headroom * gpus
     free_gib = total - model.loaded_weights_gib - headroom
     if free_gib <= 0:
-        field = "gpu.count" if model.name == "gpt-oss-120b" and gpus == 1 else "gpu.product"
         raise PlanError(
-            field,
+            _memory_field(model, gpu, gpus),
             f"{model.name} needs {model.loaded_weights_gib:.0f} GiB of weights plus {headroom:.1f} GiB of headroom "
-            f"but {gpus}x {gpu.product} has {total:.1f} GiB; use gpu.count 2 or a larger GPU"
+            f"but {gpus}x {gpu.description} has {total:.1f} GiB; {_larger_memory_fix(gpu)}"
             + (f", or lower engine.maxNumTokens ({max_num_tokens})" if spec.engine.max_num_tokens else ""),
         )
     return _Memory(gpu_memory_gib=total, headroom_gib=headroom, kv_cache_bytes=free_gib * fraction * GIB)
+
+
+def _memory_field(model: ModelFacts, gpu: ResolvedGpu, gpus: int) -> str:
+    """The field to blame when the weights do not fit: the slice, the given memory, the count or the product."""
+    if gpu.mig_profile is not None:
+        return "gpu.migProfile"
+    if gpu.memory_field is not None:
+        return gpu.memory_field
+    return "gpu.count" if model.name == "gpt-oss-120b" and gpus == 1 else "gpu.product"
+
+
+def _larger_memory_fix(gpu: ResolvedGpu) -> str:
+    if gpu.mig_profile is not None:
+        return "use a larger MIG slice (gpu.migProfile) or whole GPUs (remove gpu.migProfile)"
+    return "use gpu.count 2 or a larger GPU"
 
 
 def _resolve_max_batch_size(
@@ -341,10 +444,13 @@ def _round(value: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------- explain
-def explain(serving_plan: ServingPlan) -> str:
-    """The plan in words, for `gptoss-operator plan`."""
+def explain(serving_plan: ServingPlan, placement: GpuPlacement | None = None) -> str:
+    """The plan in words, for `gptoss-operator plan` (with where the pods schedule, when given)."""
     engine = serving_plan.engine
     budget = serving_plan.kv_budget
+    unit = serving_plan.gpu_product
+    if placement is not None and placement.mig_profile is not None:
+        unit += f" MIG {placement.mig_profile} slice"
     parallel = (
         f"tensor parallel {engine.tensor_parallel_size} with expert parallel {engine.moe_expert_parallel_size}"
         if serving_plan.gpus_per_replica > 1
@@ -352,8 +458,7 @@ def explain(serving_plan: ServingPlan) -> str:
     )
     kv_type = "FP8" if engine.kv_cache_dtype == "fp8" else "BF16"
     lines = [
-        f"Model {serving_plan.model} on {serving_plan.gpus_per_replica}x {serving_plan.gpu_product} per replica: "
-        f"{parallel}.",
+        f"Model {serving_plan.model} on {serving_plan.gpus_per_replica}x {unit} per replica: {parallel}.",
         f"MoE backend {engine.moe_backend}; attention data parallel "
         f"{'on' if engine.attention_data_parallel else 'off'}.",
         f"GPU memory {budget.gpu_memory_gib:.1f} GiB = weights {budget.weights_gib:.1f} GiB + headroom "
@@ -369,6 +474,8 @@ def explain(serving_plan: ServingPlan) -> str:
         f"Default reasoning effort {serving_plan.default_reasoning_effort}; OpenAI-compatible endpoint "
         f"{'on' if serving_plan.openai_endpoint else 'off'}.",
     ]
+    if placement is not None:
+        lines.append(_explain_placement(serving_plan.gpus_per_replica, placement))
     if serving_plan.weights_revision is not None:
         lines.append(
             f"Weights: revision {serving_plan.weights_revision} under {serving_plan.weights_subdir} on the cache."
@@ -376,3 +483,12 @@ def explain(serving_plan: ServingPlan) -> str:
     else:
         lines.append("Weights: an existing PersistentVolumeClaim.")
     return "\n".join(lines) + "\n"
+
+
+def _explain_placement(gpus: int, placement: GpuPlacement) -> str:
+    if placement.node_selector:
+        labels = ", ".join(f"{key}={value}" for key, value in sorted(placement.node_selector.items()))
+        where = f"nodes labelled {labels} (gpu.nodeSelector; GPU Feature Discovery's label not required)"
+    else:
+        where = f"nodes whose nvidia.com/gpu.product is {' or '.join(placement.product_labels)}"
+    return f"Scheduling: each replica requests {gpus} {placement.resource} on {where}."

@@ -6,6 +6,13 @@ the same CR never overlap: a trigger that arrives while one runs marks it dirty 
 round once more (child events come in bursts during a rollout).
 
 An invalid spec (pydantic or planner) writes Ready=False/InvalidSpec and an Event and touches no child.
+Only metadata and spec are validated; the status (perhaps written by another operator version) is read
+defensively (`parsing`). Every desired child is applied even when another one fails; the failures are
+reported in the condition ChildrenApplied (child, HTTP code and the API's reason) and one Warning Event,
+and then raised so that the caller retries with backoff.
+
+With a `ClusterCache` the children, pods and GPU nodes come from watch-fed stores: a steady-state
+reconcile makes no LIST (one GET of the CR, and writes only when something changed).
 """
 
 from __future__ import annotations
@@ -23,7 +30,18 @@ from pydantic import ValidationError
 from gptoss_operator import builders, metrics, names, planner, status
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.autoscaling import capacity as capacity_math
-from gptoss_operator.kube import GPTOSS, ApiError, Kube, ResourceType, TransientApiError, resource_type
+from gptoss_operator.caches import CapacitySnapshot, ClusterCache
+from gptoss_operator.kube import (
+    GPTOSS,
+    ApiError,
+    ChildFailure,
+    Kube,
+    ResourceType,
+    SyncResult,
+    TransientApiError,
+    resource_type,
+)
+from gptoss_operator.parsing import parse_deployment, read_status
 from gptoss_operator.settings import OperatorSettings
 from gptoss_runtime.plan import ServingPlan
 
@@ -82,12 +100,72 @@ def _name(obj: Mapping[str, Any] | None) -> str | None:
     return None if obj is None else str((obj.get("metadata") or {}).get("name"))
 
 
+def _condition_reason(failures: Sequence[ChildFailure]) -> str:
+    """The API's reason of the first failure as a condition reason (CamelCase, no spaces), else ApplyFailed."""
+    reason = "".join(ch for ch in failures[0].error.reason if ch.isalnum())
+    return reason if reason[:1].isalpha() else "ApplyFailed"
+
+
+def children_condition(failures: Sequence[ChildFailure]) -> status.ConditionValue:
+    """ChildrenApplied: True when every child is as desired, else which ones the API server refused and why."""
+    if not failures:
+        return status.ConditionValue("True", "AllApplied", "every child is applied as desired")
+    return status.ConditionValue("False", _condition_reason(failures), "; ".join(f.describe() for f in failures)[:1024])
+
+
+def with_condition(
+    new_status: Json, previous: Mapping[str, Any], type_: str, value: status.ConditionValue, generation: int, now: str
+) -> Json:
+    """`new_status` with condition `type_` set (its lastTransitionTime kept while its status holds)."""
+    before = status.condition_of(previous, type_)
+    unchanged = before is not None and before.get("status") == value.status
+    condition = {
+        "type": type_,
+        "status": value.status,
+        "reason": value.reason,
+        "message": value.message,
+        "observedGeneration": generation,
+        "lastTransitionTime": str(before.get("lastTransitionTime", now)) if unchanged and before else now,
+    }
+    others = [c for c in new_status.get("conditions") or [] if c.get("type") != type_]
+    return {**new_status, "conditions": [*others, condition]}
+
+
+def children_event(previous: Mapping[str, Any], new_status: Mapping[str, Any]) -> status.EventSpec | None:
+    """One Warning when the set of refused children (or the reason) changes; none while it stays the same."""
+    after = status.condition_of(new_status, names.COND_CHILDREN_APPLIED) or {}
+    before = status.condition_of(previous, names.COND_CHILDREN_APPLIED) or {}
+    if after.get("status") != "False":
+        return None
+    if (before.get("status"), before.get("reason"), before.get("message")) == (
+        "False",
+        after.get("reason"),
+        after.get("message"),
+    ):
+        return None
+    return status.EventSpec("Warning", "ChildrenNotApplied", str(after.get("message", "")))
+
+
+def first_failure(failures: Sequence[ChildFailure]) -> ApiError:
+    """The error to raise for a partly applied CR: a transient one first (it asks for a sooner retry)."""
+    transient = [f.error for f in failures if isinstance(f.error, TransientApiError)]
+    return transient[0] if transient else failures[0].error
+
+
 class Reconciler:
     """Reconciles GptOssDeployments through a `Kube` client."""
 
-    def __init__(self, kube: Kube, settings: OperatorSettings, *, now: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        *,
+        now: Callable[[], str] = utc_now,
+        cache: ClusterCache | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings
+        self.cache = cache
         self._now = now
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -154,10 +232,10 @@ class Reconciler:
         return outcome
 
     def _reconcile_body(self, body: Json) -> Outcome:
-        previous = body.get("status") or {}
+        previous = read_status(body)
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         try:
-            cr = GptOssDeployment.model_validate(body)
+            cr = parse_deployment(body)
             plan = planner.plan(cr.spec, self.settings)
         except ValidationError as error:
             return self._invalid(body, previous, generation, validation_message(error))
@@ -166,18 +244,24 @@ class Reconciler:
 
         features = builders.ClusterFeatures(pod_monitor=self._serves("PodMonitor"), keda=self._serves("ScaledObject"))
         desired = builders.build_children(cr, plan, self.settings, features)
-        synced = self.kube.sync_children(body, desired, self._managed_kinds(features))
+        synced = self._sync(body, cr, desired, features)
         observation = self._observe(cr, plan, desired, list(synced.live.values()))
+        now = self._now()
         new_status = status.compute_status(
             observation,
             plan,
             previous,
             namespace=cr.namespace,
             cluster_domain=self.settings.cluster_domain,
-            now=self._now(),
+            now=now,
         )
+        children = children_condition(synced.failed)
+        new_status = with_condition(new_status, previous, names.COND_CHILDREN_APPLIED, children, generation, now)
         patched = self._write_status(body, previous, new_status)
         self._export(cr, plan, new_status)
+        if synced.failed:
+            log.warning("%s/%s: %s", cr.namespace, cr.name, children.message)
+            raise first_failure(synced.failed)  # after the status says it: the caller retries with backoff
         if synced.applied or synced.pruned:
             log.info(
                 "reconciled %s/%s: applied %s, pruned %s",
@@ -214,6 +298,18 @@ class Reconciler:
             if error.code in (403, 404):
                 return False
             raise
+
+    def _sync(
+        self, body: Json, cr: GptOssDeployment, desired: Sequence[Json], features: builders.ClusterFeatures
+    ) -> SyncResult:
+        managed = self._managed_kinds(features)
+        if self.cache is None or not self.cache.synced:
+            return self.kube.sync_children(body, desired, managed)
+        live = self.cache.children_of(cr.namespace, cr.name)
+        uncached = [r for r in managed if r.kind not in self.cache.children]  # e.g. a CRD installed later
+        if uncached:
+            live |= self.kube.list_children(cr.namespace, cr.name, uncached)
+        return self.kube.sync_children(body, desired, managed, live)
 
     @staticmethod
     def _managed_kinds(features: builders.ClusterFeatures) -> list[ResourceType]:
@@ -256,13 +352,13 @@ class Reconciler:
         """Own server pods, and the GPU capacity (None when nodes or all pods cannot be read)."""
         selector = ",".join(f"{k}={v}" for k, v in sorted(pod_labels.items()))
         try:
-            nodes = self.kube.nodes()
-            all_pods = self.kube.active_pods()
+            snapshot = self.capacity_snapshot()
         except ApiError as error:
             if error.code != 403:
                 raise
             log.warning("cannot read nodes or pods cluster-wide (%s); CapacityAvailable stays Unknown", error)
             return self.kube.active_pods(cr.namespace, selector), None
+        nodes, all_pods = snapshot.nodes, snapshot.pods
         pods = [
             p
             for p in all_pods
@@ -283,13 +379,21 @@ class Reconciler:
         )
         return pods, cap
 
+    def capacity_snapshot(self) -> CapacitySnapshot:
+        """GPU nodes and active pods: from the caches when they are synced, else listed (two LISTs)."""
+        if self.cache is not None and self.cache.synced:
+            return self.cache.snapshot()
+        return CapacitySnapshot(self.kube.nodes(), self.kube.active_pods())
+
     def _write_status(self, body: Json, previous: Mapping[str, Any], new_status: Json) -> bool:
         patch = status.status_patch(previous, new_status)
         if patch is None:
             return False
         meta = body.get("metadata") or {}
         self.kube.patch_status(str(meta["namespace"]), str(meta["name"]), patch, meta.get("resourceVersion"))
-        for event in status.transition_events(previous, new_status):
+        events = status.transition_events(previous, new_status)
+        children = children_event(previous, new_status)
+        for event in [*events, *([children] if children else [])]:
             self.kube.emit_event(body, event.type, event.reason, event.message)
         return True
 

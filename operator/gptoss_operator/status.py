@@ -8,6 +8,10 @@ Conditions follow the standard shape (metav1.Condition). `lastTransitionTime` mo
 condition's status flips, so recomputing an unchanged world yields an identical status and no write.
 `status.autoscaling` and conditions of types this module does not own (the autoscaler's
 CapacityLimited) are left as they are.
+
+When the cluster's operator runs the CPU stand-in (GPTOSS_ENGINE_STAND_IN), the desired pod template says
+so (`gptoss.io/engine`); status then says it plainly: `status.engine`, the condition EngineStandIn=True
+(with a Normal Event once, when it turns True) and a sentence in the Ready message.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gptoss_operator import names
+from gptoss_operator.settings import ENGINE_STAND_IN_ENV
 from gptoss_runtime import contract
 from gptoss_runtime.plan import ServingPlan
 
@@ -27,6 +32,7 @@ OWNED_CONDITIONS: Final = (
     names.COND_DEGRADED,
     names.COND_WEIGHTS_READY,
     names.COND_CAPACITY_AVAILABLE,
+    names.COND_ENGINE_STAND_IN,
 )
 # Top-level status keys this module writes; anything else (autoscaling) belongs to someone else.
 OWNED_KEYS: Final = (
@@ -40,6 +46,7 @@ OWNED_KEYS: Final = (
     "gpus",
     "plan",
     "endpoints",
+    "engine",
     "conditions",
 )
 ENDPOINT_KEYS: Final = ("openai", "http", "grpc", "metrics")
@@ -50,6 +57,9 @@ STUCK_WAITING_REASONS: Final = frozenset(
 )
 # Annotations on the pod template that identify the pods of the current spec.
 GENERATION_ANNOTATIONS: Final = (names.ANNOTATION_GENERATION, names.ANNOTATION_PLAN_HASH)
+GPU_ENGINE: Final = "trtllm"
+REASON_CPU_REFERENCE_ENGINE: Final = "CpuReferenceEngine"
+REASON_GPU_ENGINE: Final = "TensorRTLLM"
 
 Json = dict[str, Any]
 
@@ -291,7 +301,44 @@ def endpoints(service: str | None, namespace: str, cluster_domain: str, openai: 
     }
 
 
+# ---------------------------------------------------------------------------------------------- engine
+def stand_in_engine(obs: Observation) -> str | None:
+    """The engine standing in for TensorRT-LLM (from the desired pod template), or None on real GPUs."""
+    engine = obs.template_annotations.get(names.ANNOTATION_ENGINE)
+    return engine if engine and engine != GPU_ENGINE else None
+
+
+def stand_in_message(engine: str) -> str:
+    return (
+        f"the CPU {engine} engine stands in for TensorRT-LLM (cluster setting {ENGINE_STAND_IN_ENV}={engine}); "
+        "GPUs are simulated"
+    )
+
+
+def engine_condition(obs: Observation, previous: Mapping[str, Any] | None) -> ConditionValue | None:
+    """EngineStandIn: True under the stand-in; False once it is turned off; absent on clusters that never had it."""
+    engine = stand_in_engine(obs)
+    if engine is not None:
+        return ConditionValue("True", REASON_CPU_REFERENCE_ENGINE, stand_in_message(engine))
+    if names.COND_ENGINE_STAND_IN in _conditions_by_type(previous):
+        return ConditionValue("False", REASON_GPU_ENGINE, "TensorRT-LLM serves on the GPUs")
+    return None
+
+
+def engine_status(obs: Observation) -> Json:
+    engine = stand_in_engine(obs)
+    return {"name": engine or GPU_ENGINE, "standIn": engine is not None}
+
+
 # ------------------------------------------------------------------------------------------------ status
+def _with_engine_note(ready: ConditionValue, obs: Observation) -> ConditionValue:
+    """Ready's message also says when a stand-in serves: `kubectl get` readers see Ready and nothing else."""
+    engine = stand_in_engine(obs)
+    if engine is None:
+        return ready
+    return ConditionValue(ready.status, ready.reason, f"{ready.message}; {stand_in_message(engine)}")
+
+
 def _ready_condition(
     obs: Observation, counts: _PodCounts, rollout_done: bool, capacity: ConditionValue, weights: ConditionValue
 ) -> ConditionValue:
@@ -361,12 +408,15 @@ def compute_status(
     degraded = _degraded_condition(obs, counts, weights)
     progressing = _progressing_condition(obs, counts, rollout_done, ready, capacity)
     values = {
-        names.COND_READY: ready,
+        names.COND_READY: _with_engine_note(ready, obs),
         names.COND_PROGRESSING: progressing,
         names.COND_DEGRADED: degraded,
         names.COND_WEIGHTS_READY: weights,
         names.COND_CAPACITY_AVAILABLE: capacity,
     }
+    stand_in = engine_condition(obs, previous)
+    if stand_in is not None:
+        values[names.COND_ENGINE_STAND_IN] = stand_in
     return {
         "phase": _phase(ready, degraded, counts),
         "observedGeneration": obs.generation,
@@ -378,6 +428,7 @@ def compute_status(
         "gpus": obs.desired_replicas * plan.gpus_per_replica,
         "plan": plan.model_dump(mode="json", by_alias=True),
         "endpoints": endpoints(obs.service_name, namespace, cluster_domain, plan.openai_endpoint),
+        "engine": engine_status(obs),
         "conditions": _merge_conditions(values, obs.generation, previous, now),
     }
 
@@ -453,6 +504,9 @@ def transition_events(previous: Mapping[str, Any] | None, new: Mapping[str, Any]
         and (before.get(names.COND_CAPACITY_AVAILABLE) or {}).get("status") == "False"
     ):
         events.append(EventSpec("Normal", "CapacityAvailable", str(capacity.get("message", ""))))
+    stand_in = flipped(names.COND_ENGINE_STAND_IN)
+    if stand_in is not None and stand_in.get("status") == "True":
+        events.append(EventSpec("Normal", names.COND_ENGINE_STAND_IN, str(stand_in.get("message", ""))))
     degraded = flipped(names.COND_DEGRADED)
     if (
         degraded is not None

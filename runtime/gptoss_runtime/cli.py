@@ -5,6 +5,7 @@ gptoss-runtime serve --weights DIR --engine reference|trtllm [--plan FILE] [--ht
 gptoss-runtime gateway --triton-grpc HOST:PORT [--port P] [--model-name NAME | --weights DIR]
 gptoss-runtime fetch --repo R --revision REV --dest DIR [--token-file F]
 gptoss-runtime make-tiny-checkpoint DIR [--imitates gpt-oss-20b|gpt-oss-120b] [--seed N]
+gptoss-runtime mirror --root DIR [--host H] [--port P]   (serves DIR/<org>/<repo> like the Hugging Face Hub)
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--imitates", choices=contract.MODEL_NAMES, default="gpt-oss-20b")
     tiny.add_argument("--seed", type=int, default=0)
+    _add_mirror(commands.add_parser("mirror", help="serve DIR/<org>/<repo> folders like the Hugging Face Hub"))
     return parser
+
+
+def _add_mirror(mirror: argparse.ArgumentParser) -> None:
+    mirror.add_argument("--root", type=Path, required=True, help="folder holding <org>/<repo> checkpoint folders")
+    mirror.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    mirror.add_argument("--port", type=int, default=8080)
 
 
 def _add_serve(serve: argparse.ArgumentParser) -> None:
@@ -54,6 +62,11 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--exit-timeout", type=int, default=25, help="seconds tritonserver may take to drain on SIGTERM")
     serve.add_argument("--log-verbose", type=int, default=0, help="tritonserver's --log-verbose level")
+    serve.add_argument(
+        "--triton-address",
+        default="0.0.0.0",  # noqa: S104
+        help="address of Triton's HTTP and gRPC ports (127.0.0.1: only the pod's gateway reaches them)",
+    )
     # Test-only: options for the scripted engine, KEY=JSON-VALUE (written into engine.json).
     serve.add_argument("--engine-option", action="append", default=[], help=argparse.SUPPRESS)
 
@@ -66,6 +79,11 @@ def _add_gateway(gateway: argparse.ArgumentParser) -> None:
     names.add_argument("--model-name", choices=contract.MODEL_NAMES, help="the deployment's model name")
     names.add_argument("--weights", type=Path, help="read the model name from this checkpoint's config")
     gateway.add_argument("--max-tokens-limit", type=int, default=None, help="upper bound for max_tokens")
+    gateway.add_argument("--api-keys", type=Path, default=None, help="file or folder (a Secret) of API keys")
+    gateway.add_argument("--plan", type=Path, default=None, help="serving plan JSON: admission limits from it")
+    gateway.add_argument("--max-running", type=int, default=None, help="generations admitted to run at once")
+    gateway.add_argument("--max-queued", type=int, default=None, help="generations admitted to wait; more get 429")
+    gateway.add_argument("--drain-timeout", type=float, default=None, help="seconds in-flight streams get on SIGTERM")
 
 
 def _add_fetch(fetch: argparse.ArgumentParser) -> None:
@@ -107,6 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         log_verbose=args.log_verbose,
         exit_timeout_s=args.exit_timeout,
+        triton_address=args.triton_address,
         extra_engine_options=_engine_options(args.engine_option),
     )
     try:
@@ -119,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     from gptoss_runtime.gateway.app import GatewayConfig, GatewayError, run_gateway
+    from gptoss_runtime.gateway.guard import guard_settings
 
     try:
         config = GatewayConfig.from_cli(
@@ -127,10 +147,17 @@ def _gateway(args: argparse.Namespace) -> int:
             weights=args.weights,
             max_tokens_limit=args.max_tokens_limit,
         )
-    except GatewayError as error:
+        guard = guard_settings(
+            api_keys=args.api_keys,
+            plan_file=args.plan,
+            max_running=args.max_running,
+            max_queued=args.max_queued,
+            drain_timeout_s=args.drain_timeout,
+        )
+    except (GatewayError, ValueError) as error:
         print(f"gptoss-runtime gateway: {error}", file=sys.stderr)
         return 2
-    run_gateway(config, host=args.host, port=args.port)
+    run_gateway(config, host=args.host, port=args.port, guard=guard)
     return 0
 
 
@@ -162,6 +189,16 @@ def _make_tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mirror(args: argparse.Namespace) -> int:
+    from gptoss_runtime.mirror import run_mirror
+
+    if not args.root.is_dir():
+        print(f"gptoss-runtime mirror: --root {args.root} is not a folder", file=sys.stderr)
+        return 2
+    run_mirror(args.root, args.host, args.port)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -170,5 +207,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "gateway": _gateway,
         "fetch": _fetch,
         "make-tiny-checkpoint": _make_tiny_checkpoint,
+        "mirror": _mirror,
     }
     raise SystemExit(handlers[args.command](args))

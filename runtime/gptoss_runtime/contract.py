@@ -29,7 +29,12 @@ WEIGHTS_COMPLETE_MARKER: Final = ".gptoss-complete"  # written last by `gptoss-r
 HF_TOKEN_DIR: Final = "/var/run/secrets/gptoss"  # noqa: S105 - a mount path, not a secret
 HF_TOKEN_FILE_NAME: Final = "hf-token"  # noqa: S105 - a file name, not a secret
 HF_TOKEN_PATH: Final = f"{HF_TOKEN_DIR}/{HF_TOKEN_FILE_NAME}"
+# The gateway reads its API keys from the Secret named in spec.serving.apiKeysSecret, mounted here.
+API_KEYS_DIR: Final = "/var/run/secrets/gptoss-api-keys"
 MODEL_REPOSITORY_DIR: Final = "/tmp/gptoss/model-repository"  # noqa: S108 - an emptyDir the launcher owns
+# The operator's setting that makes the CPU reference engine stand in for TensorRT-LLM; the operator also
+# sets it on the server container, so that the pod's log names the cluster setting.
+ENGINE_STAND_IN_ENV: Final = "GPTOSS_ENGINE_STAND_IN"
 
 # Paths the fetcher skips: OpenAI's reference layout and the Metal build are not needed for serving.
 SKIPPED_CHECKPOINT_FOLDERS: Final = ("original/", "metal/")

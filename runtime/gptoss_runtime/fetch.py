@@ -155,11 +155,28 @@ def fetch(options: FetchOptions, *, sleep: Callable[[float], None] = time.sleep)
     if completed_revision(dest, options.repo) == options.revision:
         log.info("%s@%s is already complete in %s; nothing to do", options.repo, options.revision, dest)
         return dest
+    ensure_writable(dest)
     marker_path(dest).unlink(missing_ok=True)  # another revision (or a corrupt marker): fetch anew
     token = read_token(options.token_file)
     _download_with_retries(options, token, sleep)
     _verify_and_mark(options)
     return dest
+
+
+def ensure_writable(dest: Path) -> None:
+    """Create `dest`, or say plainly that the weights volume is not writable by this user (and how to fix it)."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        probe = dest / ".gptoss-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except PermissionError as error:
+        raise FetchError(
+            f"--dest: cannot write {dest} as uid {os.getuid()} ({error.strerror}): the weights volume must be "
+            "writable by the pod's user; the operator sets fsGroup 1000, which hostPath-backed volumes ignore, so "
+            "such a provisioner must create its directories writable (local-path-provisioner's default setup "
+            "script does: mkdir -m 0777)"
+        ) from error
 
 
 def _download_with_retries(options: FetchOptions, token: str | None, sleep: Callable[[float], None]) -> None:

@@ -24,6 +24,7 @@ REASONING_EFFORTS: Final = ("low", "medium", "high")
 ROLES: Final = ("system", "developer", "user", "assistant", "tool")
 CHANNELS: Final = ("analysis", "commentary", "final")
 FINAL_CHANNEL: Final = "final"
+ANALYSIS_CHANNEL: Final = "analysis"
 COMMENTARY_CHANNEL: Final = "commentary"
 
 DEFAULT_MODEL_IDENTITY: Final = "You are ChatGPT, a large language model trained by OpenAI."
@@ -55,24 +56,28 @@ class ToolDefinition:
 @dataclass(frozen=True)
 class ChatMessage:
     """One message of a chat. `system` and `developer` messages become the developer instructions;
-    `tool` messages carry a function's output (`name` is the function); an assistant message may name
-    its `channel` (default final) and carry `tool_calls`."""
+    `tool` messages carry a function's output (`name` is the function); for `user` and `assistant`
+    messages `name` is the author's name (`user:alice`). An assistant message may name its `channel`
+    (default final), carry `tool_calls` (its content is then a commentary preamble) and the `reasoning`
+    that led to it (rendered as analysis while no later final answer exists, upstream's rule)."""
 
     role: str
     content: str = ""
     name: str | None = None
     channel: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)
 class ChannelDelta:
     """New text of the assistant message being generated; `recipient` is set for a tool call
-    (e.g. `functions.get_weather`, the text is then its JSON arguments)."""
+    (e.g. `functions.get_weather`, the text is then its JSON arguments, `content_type` e.g. `json`)."""
 
     channel: str
     text: str
     recipient: str | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,29 @@ class _Builder:
         if text:
             self.ids.extend(self.tokenizer.encode(text))
 
-    def message(self, header: str, content: str, *, channel: str | None = None, end: str = END) -> None:
+    def message(
+        self,
+        author: str,
+        content: str,
+        *,
+        channel: str | None = None,
+        recipient: str | None = None,
+        constrain: str | None = None,
+        end: str = END,
+    ) -> None:
+        """`<|start|>{author}<|channel|>{channel} to={recipient} <|constrain|>{type}<|message|>...{end}`:
+        every structure token by id, never through the text encoder."""
         self.special(START)
-        self.text(header)
+        self.text(author)
         if channel is not None:
             self.special(CHANNEL)
             self.text(channel)
+        if recipient is not None:
+            self.text(f" to={recipient}")
+        if constrain is not None:
+            self.text(" ")
+            self.special(CONSTRAIN)
+            self.text(constrain)
         self.special(MESSAGE)
         self.text(content)
         self.special(end)
@@ -143,11 +165,9 @@ def developer_message_text(instructions: str, tools: Sequence[ToolDefinition]) -
 def _functions_namespace(tools: Sequence[ToolDefinition]) -> str:
     parts = ["namespace functions {", ""]
     for tool in tools:
-        if tool.description:
-            parts.append(f"// {tool.description}")
-        properties = (tool.parameters or {}).get("properties") if tool.parameters else None
-        if isinstance(properties, Mapping) and properties:
-            parts.append(f"type {tool.name} = (_: {_typescript_object(tool.parameters or {})}) => any;")
+        parts += _comment_lines(tool.description, "")
+        if tool.parameters is not None:
+            parts.append(f"type {tool.name} = (_: {typescript_type(tool.parameters)}) => any;")
         else:
             parts.append(f"type {tool.name} = () => any;")
         parts.append("")
@@ -155,37 +175,148 @@ def _functions_namespace(tools: Sequence[ToolDefinition]) -> str:
     return "\n".join(parts)
 
 
-def _typescript_object(schema: Mapping[str, Any]) -> str:
-    properties = schema.get("properties") or {}
-    required = set(schema.get("required") or ())
-    lines = ["{"]
-    for name, prop in properties.items():
-        prop = prop if isinstance(prop, Mapping) else {}
-        if prop.get("description"):
-            lines.append(f"// {prop['description']}")
-        optional = "" if name in required else "?"
-        default = f" // default: {prop['default']}" if "default" in prop else ""
-        lines.append(f"{name}{optional}: {_typescript_type(prop)},{default}")
-    lines.append("}")
-    return "\n".join(lines)
+# --- JSON schema -> TypeScript, as OpenAI's harmony renderer (`json_schema_to_typescript`) writes it ---
 
 
-def _typescript_type(schema: Mapping[str, Any]) -> str:
-    if "enum" in schema and isinstance(schema["enum"], list):
-        return " | ".join(json.dumps(value) for value in schema["enum"]) or "any"
+def _comment_lines(text: str, indent: str) -> list[str]:
+    """Every line of a (possibly multi-line) description as a `//` comment."""
+    return [f"{indent}// {line}" for line in text.splitlines()] if text else []
+
+
+def _json_literal(value: Any) -> str:
+    """JSON as the renderer writes it: `true`, `null`, compact lists, characters unescaped."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _has_enum(schema: Mapping[str, Any]) -> bool:
+    return isinstance(schema.get("enum"), list) and bool(schema["enum"])
+
+
+def _default_comment(schema: Mapping[str, Any]) -> str | None:
+    """`default: "text"` for a free string, `default: text` for an enum value, JSON otherwise."""
+    if "default" not in schema:
+        return None
+    default = schema["default"]
+    if isinstance(default, str):
+        return f"default: {default}" if _has_enum(schema) else f'default: "{default}"'
+    return f"default: {_json_literal(default)}"
+
+
+def _variants(schema: Mapping[str, Any]) -> list[Any] | None:
+    for keyword in ("oneOf", "anyOf"):
+        variants = schema.get(keyword)
+        if isinstance(variants, list):
+            return variants
+    return None
+
+
+def _with_null(schema: Mapping[str, Any], rendered: str) -> str:
+    if schema.get("nullable") is True and "null" not in rendered:
+        return f"{rendered} | null"
+    return rendered
+
+
+def typescript_type(schema: Mapping[str, Any], indent: str = "") -> str:
+    """The TypeScript type of a JSON schema, as the model saw tool parameters in training."""
+    variants = _variants(schema)
+    if variants is not None:
+        return _typescript_union(variants, indent)
     kind = schema.get("type")
+    if isinstance(kind, list):
+        names = ["number" if name == "integer" else name for name in kind if isinstance(name, str)]
+        return " | ".join(names) or "any"
+    if kind == "object":
+        return _typescript_object(schema, indent)
     if kind == "string":
-        return "string"
+        values = [f'"{value}"' for value in schema.get("enum") or () if isinstance(value, str)]
+        return " | ".join(values) or "string"
     if kind in ("number", "integer"):
         return "number"
     if kind == "boolean":
         return "boolean"
     if kind == "array":
         items = schema.get("items")
-        return f"{_typescript_type(items if isinstance(items, Mapping) else {})}[]"
-    if kind == "object" and isinstance(schema.get("properties"), Mapping):
-        return _typescript_object(schema)
+        return f"{typescript_type(items, indent)}[]" if isinstance(items, Mapping) else "Array<any>"
     return "any"
+
+
+def _variant_line(variant: Mapping[str, Any], indent: str, skip_description: str | None) -> str:
+    line = _with_null(variant, typescript_type(variant, f"{indent}   "))
+    comments = []
+    description = variant.get("description")
+    if isinstance(description, str) and description and description != skip_description:
+        comments.append(" ".join(description.splitlines()))
+    default = _default_comment(variant)
+    if default:
+        comments.append(default)
+    return f"{line} // {' '.join(comments)}" if comments else line
+
+
+def _typescript_union(variants: Sequence[Any], indent: str) -> str:
+    lines = [_variant_line(v if isinstance(v, Mapping) else {}, indent, None) for v in variants]
+    return "".join(f"\n{indent} | {line}" for line in lines)
+
+
+def _typescript_object(schema: Mapping[str, Any], indent: str) -> str:
+    head = "".join(f"{line}\n" for line in _comment_lines(str(schema.get("description") or ""), indent))
+    properties = schema.get("properties")
+    required = set(schema.get("required") or ())
+    body: list[str] = []
+    if isinstance(properties, Mapping):
+        for name, prop in properties.items():
+            prop = prop if isinstance(prop, Mapping) else {}
+            optional = "" if name in required else "?"
+            body += _property_comments(prop, indent)
+            if _variants(prop) is not None:
+                body += _union_property(f"{indent}{name}{optional}", prop, indent)
+            else:
+                body.append(_plain_property(f"{indent}{name}{optional}", prop, indent))
+    return head + "{\n" + "".join(f"{line}\n" for line in body) + f"{indent}}}"
+
+
+def _property_comments(prop: Mapping[str, Any], indent: str) -> list[str]:
+    lines = []
+    title = prop.get("title")
+    if isinstance(title, str) and title:
+        lines += [f"{indent}// {title}", f"{indent}//"]
+    description = prop.get("description")
+    if _variants(prop) is None and isinstance(description, str):
+        lines += _comment_lines(description, indent)
+    examples = [example for example in prop.get("examples") or () if isinstance(example, str)]
+    if examples:
+        lines.append(f"{indent}// Examples:")
+        lines += [f'{indent}// - "{example}"' for example in examples]
+    return lines
+
+
+def _plain_property(label: str, prop: Mapping[str, Any], indent: str) -> str:
+    line = f"{label}: {_with_null(prop, typescript_type(prop, f'{indent}    '))},"
+    default = _default_comment(prop)
+    return f"{line} // {default}" if default else line
+
+
+def _union_property(label: str, prop: Mapping[str, Any], indent: str) -> list[str]:
+    """A `oneOf`/`anyOf` property: its comments above, one `| variant` line each, then `,`."""
+    variants = [v if isinstance(v, Mapping) else {} for v in _variants(prop) or ()]
+    description = prop.get("description") if isinstance(prop.get("description"), str) else None
+    first_description = variants[0].get("description") if variants else None
+    lines = []
+    if description and description != first_description:
+        lines += _comment_lines(description, indent)
+    default = _default_comment(prop)
+    if default:
+        lines.append(f"{indent}// {default}")
+    lines.append(f"{label}:")
+    for position, variant in enumerate(variants):
+        # The first variant's description is not repeated when the property's own stands above it.
+        described_above = position == 0 and bool(description) and description != first_description
+        skip = variant.get("description") if described_above else description
+        lines.append(f"{indent} | {_variant_line(variant, indent, skip)}")
+    lines.append(f"{indent},")
+    return lines
+
+
+# --- the conversation ---
 
 
 def render_prompt(
@@ -217,11 +348,23 @@ def render_prompt(
     developer = developer_message_text(instructions, tools)
     if developer:
         builder.message("developer", developer)
-    for message in messages:
-        _render_conversation_message(builder, message)
+    last_final = _last_final_answer(messages)
+    for index, message in enumerate(messages):
+        _render_conversation_message(builder, message, keep_reasoning=index > last_final)
     builder.special(START)
     builder.text("assistant")
     return builder.ids
+
+
+def _is_final_answer(message: ChatMessage) -> bool:
+    return message.role == "assistant" and not message.tool_calls and message.channel in (None, FINAL_CHANNEL)
+
+
+def _last_final_answer(messages: Sequence[ChatMessage]) -> int:
+    """Index of the last final answer (-1 if none). Upstream's rule (the gpt-oss chat template, harmony's
+    `auto_drop_analysis`): reasoning before a final answer is dropped; reasoning after it belongs to the
+    tool-calling turn in progress and is kept, as the model needs its chain of thought to continue."""
+    return max((index for index, message in enumerate(messages) if _is_final_answer(message)), default=-1)
 
 
 def _validate_messages(messages: Sequence[ChatMessage]) -> None:
@@ -234,24 +377,45 @@ def _validate_messages(messages: Sequence[ChatMessage]) -> None:
             raise HarmonyError(
                 f"messages[{index}].channel must be one of {', '.join(CHANNELS)}, got {message.channel!r}"
             )
+        for call_index, call in enumerate(message.tool_calls):
+            if not call.name or any(char.isspace() or char in "<>" for char in call.name):
+                raise HarmonyError(
+                    f"messages[{index}].tool_calls[{call_index}].name must be a function name without spaces, "
+                    f"got {call.name!r}"
+                )
 
 
-def _render_conversation_message(builder: _Builder, message: ChatMessage) -> None:
+def _author(message: ChatMessage) -> str:
+    return f"{message.role}:{message.name}" if message.name else message.role
+
+
+def _render_conversation_message(builder: _Builder, message: ChatMessage, *, keep_reasoning: bool) -> None:
     if message.role == "user":
-        builder.message("user", message.content)
+        builder.message(_author(message), message.content)
     elif message.role == "assistant":
-        if message.content or not message.tool_calls:
-            channel = message.channel or (COMMENTARY_CHANNEL if message.tool_calls else FINAL_CHANNEL)
-            builder.message("assistant", message.content, channel=channel)
-        for call in message.tool_calls:
-            builder.message(
-                "assistant",
-                call.arguments,
-                channel=f"{COMMENTARY_CHANNEL} to=functions.{call.name} <|constrain|>json",
-                end=CALL,
-            )
+        _render_assistant(builder, message, keep_reasoning=keep_reasoning)
     elif message.role == "tool":
         builder.message(f"functions.{message.name} to=assistant", message.content, channel=COMMENTARY_CHANNEL)
+
+
+def _render_assistant(builder: _Builder, message: ChatMessage, *, keep_reasoning: bool) -> None:
+    author = _author(message)
+    if message.channel == ANALYSIS_CHANNEL and not keep_reasoning:
+        return
+    if message.reasoning and keep_reasoning:
+        builder.message(author, message.reasoning, channel=ANALYSIS_CHANNEL)
+    if message.content or not message.tool_calls:
+        channel = message.channel or (COMMENTARY_CHANNEL if message.tool_calls else FINAL_CHANNEL)
+        builder.message(author, message.content, channel=channel)
+    for call in message.tool_calls:
+        builder.message(
+            author,
+            call.arguments,
+            channel=COMMENTARY_CHANNEL,
+            recipient=f"functions.{call.name}",
+            constrain="json",
+            end=CALL,
+        )
 
 
 def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -265,7 +429,8 @@ def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
 
 _HEADER_CHANNEL = re.compile(r"<\|channel\|>\s*([^\s<]+)")
 _HEADER_RECIPIENT = re.compile(r"to=([^\s<]+)")
-_HEADER_CONTENT_TYPE = re.compile(r"<\|constrain\|>\s*([^\s<]+)")
+# After the channel and recipient: `<|constrain|>json` as the model writes it, or a bare `json`.
+_HEADER_CONTENT_TYPE = re.compile(r"(?:<\|constrain\|>|\s)\s*([A-Za-z][\w.+/-]*)\s*$")
 
 
 class HarmonyStreamParser:
@@ -291,6 +456,7 @@ class HarmonyStreamParser:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text: list[str] = []
         self._out: list[ChannelDelta] = []
+        self._out_message = -1  # which message the last pending delta belongs to
         self.messages: list[ParsedMessage] = []
         self.stop_token: str | None = None  # RETURN or CALL once seen
 
@@ -375,7 +541,7 @@ class HarmonyStreamParser:
         header_text = self._header_text(include_special=True)
         channel_match = _HEADER_CHANNEL.search(header_text)
         recipient_match = _HEADER_RECIPIENT.search(header_text)
-        content_type_match = _HEADER_CONTENT_TYPE.search(header_text)
+        content_type_match = _HEADER_CONTENT_TYPE.search(_after_channel_and_recipient(header_text))
         self._recipient = recipient_match.group(1) if recipient_match else None
         self._content_type = content_type_match.group(1) if content_type_match else None
         channel = channel_match.group(1) if channel_match else None
@@ -420,10 +586,11 @@ class HarmonyStreamParser:
             return
         self._text.append(text)
         last = self._out[-1] if self._out else None
-        if last is not None and last.channel == self._channel and last.recipient == self._recipient:
-            self._out[-1] = ChannelDelta(self._channel, last.text + text, self._recipient)
+        if last is not None and self._out_message == len(self.messages):  # same message: one delta
+            self._out[-1] = ChannelDelta(self._channel, last.text + text, self._recipient, self._content_type)
         else:
-            self._out.append(ChannelDelta(self._channel, text, self._recipient))
+            self._out.append(ChannelDelta(self._channel, text, self._recipient, self._content_type))
+            self._out_message = len(self.messages)
 
     def _drain(self) -> list[ChannelDelta]:
         out, self._out = self._out, []
@@ -445,9 +612,52 @@ class HarmonyStreamParser:
             return b""
 
 
+def _after_channel_and_recipient(header: str) -> str:
+    """The part of a header after `<|channel|>name` and `to=recipient`, where a content type stands."""
+    for pattern in (_HEADER_CHANNEL, _HEADER_RECIPIENT):
+        match = pattern.search(header)
+        if match:
+            header = header[: match.start()] + " " + header[match.end() :]
+    return header.replace(START, " ").replace(MESSAGE, " ").replace("assistant", " ")
+
+
 def parse_completion(token_ids: Sequence[int], tokenizer: Tokenizer) -> list[ParsedMessage]:
     """All messages of a finished completion (the tokens generated after `<|start|>assistant`)."""
     parser = HarmonyStreamParser(tokenizer)
     parser.feed(token_ids)
     parser.finish()
     return parser.messages
+
+
+class RawTextParser:
+    """For raw completions (`/v1/completions`): every generated token is `final` text, special tokens
+    carry none, and generation still ends at a stop token. The same interface as `HarmonyStreamParser`."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._stops = set(stop_token_ids(tokenizer))
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._done = False
+        self.stop_token: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, token_ids: Sequence[int]) -> list[ChannelDelta]:
+        pieces = []
+        for token in token_ids:
+            if self._done:
+                break
+            if int(token) in self._stops:
+                self._done = True
+                self.stop_token = RETURN if int(token) == self._tokenizer.token_id(RETURN) else CALL
+            elif not self._tokenizer.is_special(int(token)) and 0 <= int(token) < self._tokenizer.vocab_size:
+                pieces.append(self._decoder.decode(self._tokenizer.token_bytes(int(token))))
+        text = "".join(pieces)
+        return [ChannelDelta(FINAL_CHANNEL, text)] if text else []
+
+    def finish(self) -> list[ChannelDelta]:
+        self._done = True
+        text = self._decoder.decode(b"", final=True)
+        return [ChannelDelta(FINAL_CHANNEL, text)] if text else []

@@ -7,8 +7,18 @@ Nothing of the launcher stays behind to forward signals or to outlive the server
 
 Tensor parallelism (2 GPUs, TP2/EP2) needs no wrapper either: the `gpt_oss` model builds TensorRT-LLM's
 LLM API object inside its Python-backend stub, and the LLM API spawns its own MPI worker processes
-(one per rank, through mpi4py's MPIPoolExecutor) when `tensor_parallel_size > 1`. So tritonserver is
-started once, without `mpirun`, whatever the plan's parallelism.
+(one per rank, through mpi4py's MPIPoolExecutor; for one GPU too). So tritonserver is started once,
+without `mpirun`, for 1 and 2 GPUs. Why not `mpirun -n 1` as NVIDIA's `launch_triton_server.py` does by
+default: that script launches one tritonserver per rank for the C++ TensorRT-LLM backend (its
+`--world_size`); for the LLM-API model it runs a single rank, which is exactly what an exec gives, and
+NVIDIA's own gpt-oss recipes run the same LLM API (`trtllm-serve --tp_size N`) without mpirun. As
+PID 1, Open MPI's mpirun answers SIGTERM by sending the job SIGTERM and, a few seconds later, SIGKILL
+(its documented signal propagation), which would cut the graceful drain short. What the MPI spawn from a
+non-mpirun process needs is `PMIX_HOSTNAME` (Open MPI 5/PMIx fail on long pod host names otherwise, as
+llm-d documents for TensorRT-LLM): `tensorrt_llm_environment` sets it.
+
+Triton's HTTP and gRPC ports can be bound to the pod's loopback (`--triton-address=127.0.0.1`) so that
+only the gateway (same pod) reaches them; the metrics port stays on all addresses for scraping.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ SHM_PREFIX_TEMPLATE = "gptoss_{pid}_"  # Python-backend shared-memory files: /de
 # How long tritonserver waits for in-flight requests and model unload on SIGTERM; below Kubernetes'
 # default 30 s grace period so that it exits on its own before the kubelet sends SIGKILL.
 DEFAULT_EXIT_TIMEOUT_SECONDS = 25
+# A short host name for PMIx when the pod's is long (only set if the pod has not set one itself).
+PMIX_HOSTNAME = "localhost"
+ALL_ADDRESSES = "0.0.0.0"  # noqa: S104 - tritonserver's own default, made explicit
 
 
 class LaunchError(Exception):
@@ -66,6 +79,7 @@ class ServeOptions:
     model_name: str | None = None
     log_verbose: int = 0
     exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_SECONDS
+    triton_address: str = ALL_ADDRESSES  # HTTP and gRPC; 127.0.0.1 leaves them to the pod itself
     extra_engine_options: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -181,6 +195,8 @@ def prepare(options: ServeOptions) -> tuple[list[str], dict[str, str]]:
     model_name = options.model_name or (plan.model if plan else info.model_name)
     if model_name is None:
         raise LaunchError(f"--weights: cannot tell which gpt-oss model {weights_dir} holds; pass --model-name")
+    if options.engine == "reference":
+        log.info(reference_engine_notice(model_name, weights_dir, plan, info))
     spec = ModelRepositorySpec(
         engine=options.engine,
         weights_dir=weights_dir.resolve(),
@@ -197,8 +213,22 @@ def prepare(options: ServeOptions) -> tuple[list[str], dict[str, str]]:
     environment.update(installation.environment)
     if plan:
         environment.update(plan.engine.environment)
+    if options.engine == "trtllm":
+        environment.update(tensorrt_llm_environment(environment))
     argv = tritonserver_argv(installation, repository, options, shm_prefix(os.getpid()))
     return argv, environment
+
+
+def reference_engine_notice(model_name: str, weights_dir: Path, plan: ServingPlan | None, info: CheckpointInfo) -> str:
+    """One line saying plainly that the CPU reference engine serves, not TensorRT-LLM (and what that means)."""
+    setting = os.environ.get(contract.ENGINE_STAND_IN_ENV)
+    why = f" (cluster setting {contract.ENGINE_STAND_IN_ENV}={setting})" if setting else ""
+    gpus = f"; the plan's {plan.gpus_per_replica}x {plan.gpu_product} GPU(s) are not used" if plan else ""
+    tiny = " (a tiny checkpoint)" if info.is_tiny else ""
+    return (
+        f"engine=reference: the CPU reference engine (numpy) stands in for TensorRT-LLM{why}, serving "
+        f"{model_name} from {weights_dir}{tiny}{gpus}"
+    )
 
 
 def _load_plan(options: ServeOptions) -> ServingPlan | None:
@@ -214,6 +244,11 @@ def _load_plan(options: ServeOptions) -> ServingPlan | None:
         raise LaunchError(f"--plan: {options.plan_file} is not a valid serving plan: {error}") from error
 
 
+def tensorrt_llm_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """What TensorRT-LLM's MPI spawn needs in a pod: a short PMIx host name unless one is set."""
+    return {} if environment.get("PMIX_HOSTNAME") else {"PMIX_HOSTNAME": PMIX_HOSTNAME}
+
+
 def shm_prefix(pid: int) -> str:
     return SHM_PREFIX_TEMPLATE.format(pid=pid)
 
@@ -225,8 +260,12 @@ def tritonserver_argv(
         str(installation.server_binary),
         f"--model-repository={repository}",
         f"--backend-directory={installation.backend_directory}",
+        f"--http-address={options.triton_address}",
         f"--http-port={options.http_port}",
+        f"--grpc-address={options.triton_address}",
         f"--grpc-port={options.grpc_port}",
+        # The metrics address defaults to the HTTP one: keep metrics reachable for scraping.
+        f"--metrics-address={ALL_ADDRESSES}",
         f"--metrics-port={options.metrics_port}",
         "--allow-metrics=true",
         "--disable-auto-complete-config",

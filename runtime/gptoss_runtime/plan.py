@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 ModelName = Literal["gpt-oss-20b", "gpt-oss-120b"]
-MoeBackend = Literal["TRITON", "CUTLASS"]
+MoeBackend = Literal["TRITON", "CUTLASS", "TRTLLM"]
 KvCacheDtype = Literal["auto", "bf16", "fp8"]
 ReasoningEffort = Literal["low", "medium", "high"]
 
@@ -44,6 +44,12 @@ class EngineSettings(_CamelModel):
     cuda_graph_padding: bool = Field(default=True, description="Pad batches up to a captured graph size.")
     enable_chunked_prefill: bool = Field(
         default=False, description="Prefill prompts longer than max_num_tokens in chunks (enable_chunked_prefill)."
+    )
+    stream_interval: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Steps between streamed outputs per request (stream_interval; NVIDIA's gpt-oss recipes use 20).",
     )
     environment: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for the engine, e.g. TRTLLM_ENABLE_PDL=1."

@@ -31,6 +31,7 @@ from gptoss_operator import builders, metrics, names, planner
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders.context import child_name
 from gptoss_operator.kube import ApiError, TransientApiError
+from gptoss_operator.parsing import parse_deployment, read_status
 from gptoss_operator.settings import OperatorSettings
 from gptoss_operator.status import ConditionValue
 from gptoss_runtime.contract import METRICS_PORT
@@ -71,6 +72,10 @@ class AutoscalerApi(Protocol):
     def scale(self, namespace: str, name: str, replicas: int) -> Json: ...
 
     def emit_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class RecordNotWritten(Exception):  # noqa: N818 - reads as what happened
+    """The autoscaler could not record its decision in status; it then does not act on it."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +210,9 @@ class Autoscaler:
         namespace, name = str(_meta(body).get("namespace")), str(_meta(body).get("name"))
         if _meta(body).get("deletionTimestamp"):
             return Outcome(namespace, name, "skipped", note="being deleted")
+        body = {**body, "status": read_status(body)}  # another version's status must not stop the autoscaler
         try:
-            cr = GptOssDeployment.model_validate(body)
+            cr = parse_deployment(body)
             plan = planner.plan(cr.spec, self.settings)
         except (ValidationError, planner.PlanError):
             return Outcome(namespace, name, "skipped", note="invalid spec (the reconcile reports it)")
@@ -415,8 +421,8 @@ class Autoscaler:
             for event in record.condition_events(previous, patch.get("conditions") or []):
                 await asyncio.to_thread(self.api.emit_event, body, event.type, event.reason, event.message)
             return True
-        log.warning("autoscaler: status of %s/%s kept changing; writing it next round", namespace, name)
-        return False
+        # Raised, not returned: a scale must never happen without its record (the next round decides again).
+        raise RecordNotWritten(f"status of {namespace}/{name} kept changing; not scaling, trying next round")
 
 
 def _status_patch(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import kopf
 
+from gptoss_operator.caches import ClusterCache
 from gptoss_operator.kube import GPTOSS, Json, Kube
 from gptoss_operator.settings import OperatorSettings
 
@@ -30,12 +31,20 @@ KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 
 class KubeAutoscalerApi:
-    """`controller.AutoscalerApi` over the operator's `Kube` client."""
+    """`controller.AutoscalerApi` over the operator's `Kube` client, reading the watch-fed caches when synced."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, cache_of: Callable[[], ClusterCache | None] = lambda: None) -> None:
         self.kube = kube
+        self._cache_of = cache_of
+
+    def _cache(self) -> ClusterCache | None:
+        cache = self._cache_of()
+        return cache if cache is not None and cache.synced else None
 
     def list_deployments(self, namespaces: Sequence[str]) -> list[Json]:
+        cache = self._cache()
+        if cache is not None:  # the cache watches exactly the operator's namespaces
+            return cache.deployments.items()
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
         return [item for namespace in scopes for item in self.kube.list_items(GPTOSS, namespace)]
 
@@ -43,10 +52,17 @@ class KubeAutoscalerApi:
         return self.kube.get(GPTOSS, namespace, name)
 
     def nodes(self) -> list[Json]:
-        return self.kube.nodes()
+        cache = self._cache()
+        return cache.snapshot().nodes if cache is not None else self.kube.nodes()
 
     def active_pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Json]:
-        return self.kube.active_pods(namespace, label_selector)
+        cache = self._cache()
+        if cache is None:
+            return self.kube.active_pods(namespace, label_selector)
+        if namespace is None:
+            return cache.snapshot().pods  # the autoscaler asks for one namespace only without cluster-wide reads
+        labels = dict(part.split("=", 1) for part in (label_selector or "").split(",") if "=" in part)
+        return cache.pods_of(namespace, labels)
 
     def serves_keda(self) -> bool:
         try:
@@ -87,7 +103,12 @@ async def run_forever(autoscaler: Autoscaler, interval_seconds: float) -> None:
         await asyncio.sleep(max(0.0, interval_seconds - (loop.time() - started)))
 
 
-def register(registry: kopf.OperatorRegistry, kube: Kube, settings: OperatorSettings) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    kube: Kube,
+    settings: OperatorSettings,
+    cache_of: Callable[[], ClusterCache | None] = lambda: None,
+) -> None:
     """Start the autoscaler loop with the operator and stop it on shutdown."""
     tasks: list[asyncio.Task[None]] = []
     sessions: list[aiohttp.ClientSession] = []
@@ -100,7 +121,7 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: OperatorSett
         async def scrape(url: str) -> MetricsSample:
             return await scrape_url(session, url, timeout_seconds=settings.autoscaler_scrape_timeout_seconds)
 
-        autoscaler = Autoscaler(KubeAutoscalerApi(kube), settings, scrape)
+        autoscaler = Autoscaler(KubeAutoscalerApi(kube, cache_of), settings, scrape)
         tasks.append(asyncio.create_task(run_forever(autoscaler, settings.autoscaler_interval_seconds)))
 
     @kopf.on.cleanup(registry=registry, id="autoscaler-stop")

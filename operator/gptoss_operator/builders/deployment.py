@@ -17,9 +17,18 @@ Choices, and why:
   regions there, and with more than one GPU NCCL and the MPI workers need far more than the runtime's
   64 MiB default (16 GiB per GPU). It counts against the pod's memory, so the memory defaults cover it.
 - The root filesystem is read-only; /tmp (the Triton model repository, HOME, caches) is an emptyDir.
+- GPUs come from `planner.gpu_placement`: the pods request `nvidia.com/gpu`, or one MIG slice's resource
+  (`nvidia.com/mig-<profile>`, the device plugin's mixed strategy), and require the GPU Feature Discovery
+  product label unless `gpu.nodeSelector` names the labels that identify the GPU nodes instead.
 - When the operator downloads the weights, an init container waits for the download's completion marker,
   so a new pod shows `Init:0/1` while the Job runs instead of crash-looping (and then starting minutes
-  late because of the crash-loop back-off).
+  late because of the crash-loop back-off). It runs `sh`, which every image of the runtime has.
+- The CPU stand-in (operator setting `engine_stand_in: reference`, for clusters whose GPUs are simulated)
+  changes only what a CPU can honour: the engine (`--engine reference`) and the CPU and memory of the
+  server and gateway. The pods still request `nvidia.com/gpu` and keep the GPU affinity and tolerations,
+  so the CR schedules exactly as on a GPU cluster. The pod template then carries `gptoss.io/engine:
+  reference`, which status reads back; without the stand-in the annotation is absent, so turning the
+  setting on or off rolls the pods, and operators without it roll nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ from gptoss_operator.builders.context import (
     short_hash,
 )
 from gptoss_operator.builders.weights import cache_claim_name, downloads
+from gptoss_operator.planner import gpu_placement
+from gptoss_operator.settings import ENGINE_STAND_IN_ENV
 from gptoss_runtime import contract
+from gptoss_runtime.gateway.store import RESPONSES_STORE_ENV
 
 SERVER_CONTAINER: Final = "server"
 GATEWAY_CONTAINER: Final = "gateway"
@@ -48,6 +60,7 @@ PLAN_VOLUME: Final = "plan"
 WEIGHTS_VOLUME: Final = "weights"
 TMP_VOLUME: Final = "tmp"
 SHM_VOLUME: Final = "dshm"
+API_KEYS_VOLUME: Final = "api-keys"
 
 SHM_SINGLE_GPU: Final = "1Gi"
 SHM_GIB_PER_GPU_MULTI: Final = 16
@@ -111,11 +124,14 @@ def _pod_metadata(ctx: BuildContext) -> Manifest:
     if spec.monitoring.scrape_annotations:
         annotations.update(PROMETHEUS_ANNOTATIONS)
     annotations[names.ANNOTATION_PLAN_HASH] = plan_hash(ctx)
+    if ctx.settings.stands_in:
+        annotations[names.ANNOTATION_ENGINE] = engine(ctx)
     return {"labels": labels, "annotations": annotations}
 
 
 def _pod_spec(ctx: BuildContext) -> Manifest:
     spec = ctx.cr.spec
+    placement = gpu_placement(spec)
     containers = [_server_container(ctx)]
     if ctx.plan.openai_endpoint:
         containers.append(_gateway_container(ctx))
@@ -124,15 +140,18 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security_context(),
-        "affinity": gpu_affinity(spec.affinity, _gpu_products(ctx)),
+        "affinity": gpu_affinity(spec.affinity, list(placement.product_labels)),
         "tolerations": _tolerations(ctx),
     }
+    if not pod["affinity"]:
+        del pod["affinity"]  # gpu.nodeSelector replaces the GPU Feature Discovery label and the spec has none
     if downloads(ctx):
         pod["initContainers"] = [_wait_for_weights_container(ctx)]
     pod["containers"] = containers
     pod["volumes"] = _volumes(ctx)
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
+    node_selector = {**placement.node_selector, **spec.node_selector}
+    if node_selector:
+        pod["nodeSelector"] = node_selector
     if spec.priority_class_name:
         pod["priorityClassName"] = spec.priority_class_name
     if spec.runtime_class_name:
@@ -142,13 +161,13 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
     return pod
 
 
-def _gpu_products(ctx: BuildContext) -> list[str]:
-    """The canonical product label, plus the spelling the spec used when it is a known alias."""
-    return sorted({ctx.plan.gpu_product, ctx.cr.spec.gpu.product})
-
-
 def image(ctx: BuildContext) -> str:
     return ctx.cr.spec.image or ctx.settings.default_image
+
+
+def engine(ctx: BuildContext) -> str:
+    """`trtllm` on GPUs; the CPU reference engine when the operator's stand-in setting says so."""
+    return ctx.settings.engine_stand_in if ctx.settings.stands_in else "trtllm"
 
 
 def server_command(ctx: BuildContext) -> list[str]:
@@ -156,7 +175,7 @@ def server_command(ctx: BuildContext) -> list[str]:
         "gptoss-runtime",
         "serve",
         "--engine",
-        "trtllm",
+        engine(ctx),
         "--plan",
         contract.PLAN_PATH,
         "--weights",
@@ -180,10 +199,7 @@ def _server_container(ctx: BuildContext) -> Manifest:
         "image": image(ctx),
         "imagePullPolicy": ctx.cr.spec.image_pull_policy,
         "command": server_command(ctx),
-        "env": [
-            {"name": "HOME", "value": POD_TMP_DIR},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},  # the server reads the cache; only the Job downloads
-        ],
+        "env": _server_env(ctx),
         "ports": ports,
         "resources": server_resources(ctx),
         "securityContext": container_security_context(),
@@ -194,6 +210,16 @@ def _server_container(ctx: BuildContext) -> Manifest:
         "livenessProbe": _http_probe("/v2/health/live", period=15, failures=4),
         "volumeMounts": _server_mounts(ctx),
     }
+
+
+def _server_env(ctx: BuildContext) -> list[Manifest]:
+    env: list[Manifest] = [
+        {"name": "HOME", "value": POD_TMP_DIR},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},  # the server reads the cache; only the Job downloads
+    ]
+    if ctx.settings.stands_in:  # the launcher names the cluster setting in its log
+        env.append({"name": ENGINE_STAND_IN_ENV, "value": ctx.settings.engine_stand_in})
+    return env
 
 
 def weights_marker_path(ctx: BuildContext) -> str:
@@ -232,15 +258,37 @@ def _gateway_container(ctx: BuildContext) -> Manifest:
             str(contract.OPENAI_PORT),
             "--model-name",
             ctx.plan.model,
+            *_gateway_guard_args(ctx),
         ],
-        "env": [{"name": "HOME", "value": POD_TMP_DIR}],
+        "env": [{"name": "HOME", "value": POD_TMP_DIR}, *_responses_store_env(ctx)],
         "ports": [{"name": "openai", "containerPort": contract.OPENAI_PORT, "protocol": "TCP"}],
-        "resources": GATEWAY_RESOURCES,
+        "resources": gateway_resources(ctx),
         "securityContext": container_security_context(),
-        "readinessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 3},
+        # /readyz fails as soon as a drain starts (SIGTERM), before the streams in flight end.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "openai"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 2,
+        },
         "livenessProbe": {**tcp, "periodSeconds": 15, "failureThreshold": 4},
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": POD_TMP_DIR}],
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": POD_TMP_DIR}, *_api_keys_mounts(ctx)],
     }
+
+
+def _gateway_guard_args(ctx: BuildContext) -> list[str]:
+    """Admission from the plan (the batch size running, as many queued, 429 beyond) and the API keys."""
+    batch = str(ctx.plan.engine.max_batch_size)
+    args = ["--max-running", batch, "--max-queued", batch]
+    if ctx.cr.spec.serving.api_keys_secret is not None:
+        args += ["--api-keys", contract.API_KEYS_DIR]
+    return args
+
+
+def _api_keys_mounts(ctx: BuildContext) -> list[Manifest]:
+    if ctx.cr.spec.serving.api_keys_secret is None:
+        return []
+    return [{"name": API_KEYS_VOLUME, "mountPath": contract.API_KEYS_DIR, "readOnly": True}]
 
 
 def _http_probe(path: str, *, period: int, failures: int) -> Manifest:
@@ -252,17 +300,45 @@ def _http_probe(path: str, *, period: int, failures: int) -> Manifest:
     }
 
 
+def _responses_store_env(ctx: BuildContext) -> list[Manifest]:
+    """The shared store of the Responses API, when the CR names one (else each gateway keeps its own)."""
+    store = ctx.cr.spec.serving.responses_store
+    if store is None:
+        return []
+    if store.url_secret_ref is not None:
+        ref = store.url_secret_ref
+        return [{"name": RESPONSES_STORE_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    return [{"name": RESPONSES_STORE_ENV, "value": store.url}]
+
+
+def gateway_resources(ctx: BuildContext) -> Manifest:
+    if ctx.settings.stands_in:
+        return ctx.settings.stand_in_resources.gateway.manifest()
+    return copy.deepcopy(GATEWAY_RESOURCES)
+
+
 def server_resources(ctx: BuildContext) -> Manifest:
-    """CPU and memory from the spec over the defaults; GPUs always from the plan (limit = request)."""
-    spec = ctx.cr.spec
+    """CPU and memory from the spec over the defaults; GPUs always from the plan (limit = request).
+
+    Under the CPU stand-in, CPU and memory are the stand-in's (the spec's are sized for a GPU server);
+    the GPUs stay, so the pod lands where the CR would land on a GPU cluster.
+    """
     gpus = ctx.plan.gpus_per_replica
+    gpu_resource = gpu_placement(ctx.cr.spec).resource  # nvidia.com/gpu, or a MIG slice's resource
+    if ctx.settings.stands_in:
+        resources = ctx.settings.stand_in_resources.server.manifest()
+        resources.setdefault("limits", {})
+        resources["requests"][gpu_resource] = str(gpus)
+        resources["limits"][gpu_resource] = str(gpus)
+        return resources
+    spec = ctx.cr.spec
     memory = DEFAULT_MEMORY[spec.model]
     requests: dict[str, str] = {"cpu": str(DEFAULT_CPU_PER_GPU * gpus), "memory": memory}
     limits: dict[str, str] = {"memory": memory}
     requests.update(spec.resources.requests or {})
     limits.update(spec.resources.limits or {})
-    requests[names.GPU_RESOURCE] = str(gpus)
-    limits[names.GPU_RESOURCE] = str(gpus)
+    requests[gpu_resource] = str(gpus)
+    limits[gpu_resource] = str(gpus)
     return {"requests": requests, "limits": limits}
 
 
@@ -287,7 +363,16 @@ def _volumes(ctx: BuildContext) -> list[Manifest]:
         {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": claim_name, "readOnly": True}},
         {"name": TMP_VOLUME, "emptyDir": {}},
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(ctx.plan.gpus_per_replica)}},
+        *_api_keys_volumes(ctx),
     ]
+
+
+def _api_keys_volumes(ctx: BuildContext) -> list[Manifest]:
+    secret = ctx.cr.spec.serving.api_keys_secret
+    if secret is None or not ctx.plan.openai_endpoint:
+        return []
+    # Mounted as a folder (no subPath): the kubelet then updates the files when the Secret changes.
+    return [{"name": API_KEYS_VOLUME, "secret": {"secretName": secret}}]
 
 
 def shm_size(gpus: int) -> str:
@@ -304,9 +389,12 @@ def gpu_affinity(user_affinity: dict[str, Any] | None, products: list[str]) -> M
     """The spec's affinity with `nvidia.com/gpu.product In products` required in every node selector term.
 
     Required node selector terms are ORed, so the GPU rule is ANDed into each of the user's terms (or
-    forms the only term); preferred terms and pod (anti-)affinity pass through unchanged.
+    forms the only term); preferred terms and pod (anti-)affinity pass through unchanged. No products
+    (gpu.nodeSelector stands in for GPU Feature Discovery) leaves the spec's affinity as it is.
     """
     affinity: Manifest = copy.deepcopy(user_affinity) if user_affinity else {}
+    if not products:
+        return affinity
     gpu_rule = {"key": names.GPU_PRODUCT_LABEL, "operator": "In", "values": products}
     node_affinity = affinity.setdefault("nodeAffinity", {})
     required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})

@@ -7,6 +7,7 @@ finished Job stays so its status keeps telling the operator that the weights are
 
 from __future__ import annotations
 
+import copy
 from typing import Final
 
 from gptoss_operator import names
@@ -42,11 +43,15 @@ def downloads(ctx: BuildContext) -> bool:
 
 
 def weights_source(ctx: BuildContext) -> tuple[str, str, str | None]:
-    """(repo, revision, endpoint) of the Hugging Face download."""
+    """(repo, revision, endpoint) of the Hugging Face download.
+
+    The endpoint is the CR's, else the operator's mirror setting (how air-gapped clusters get weights),
+    else None (the public Hub).
+    """
     source = ctx.cr.spec.weights.hugging_face
     repo = (source.repo if source else None) or model_facts(ctx.cr.spec.model).default_repo
     revision = source.revision if source else "main"
-    endpoint = source.endpoint if source else None
+    endpoint = (source.endpoint if source else None) or ctx.settings.weights_mirror_endpoint
     return repo, revision, endpoint
 
 
@@ -129,7 +134,7 @@ def _fetch_pod_spec(ctx: BuildContext) -> Manifest:
                 "imagePullPolicy": ctx.cr.spec.image_pull_policy,
                 "command": fetch_command(ctx),
                 "env": _fetch_env(ctx),
-                "resources": FETCH_RESOURCES,
+                "resources": fetch_resources(ctx),
                 "securityContext": container_security_context(),
                 "volumeMounts": mounts,
             }
@@ -139,6 +144,12 @@ def _fetch_pod_spec(ctx: BuildContext) -> Manifest:
     if ctx.cr.spec.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": ref.name} for ref in ctx.cr.spec.image_pull_secrets]
     return spec
+
+
+def fetch_resources(ctx: BuildContext) -> Manifest:
+    if ctx.settings.stands_in:  # the tiny checkpoint of a stand-in cluster needs little
+        return ctx.settings.stand_in_resources.fetch.manifest()
+    return copy.deepcopy(FETCH_RESOURCES)
 
 
 def fetcher_image(ctx: BuildContext) -> str:

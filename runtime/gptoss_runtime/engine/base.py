@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,9 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
+    # Structured output (`gptoss_runtime.engine.guided.GuidedDecoding`): the engine may only emit tokens
+    # that keep the completion valid. None: free generation.
+    guided: Any = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,18 @@ class TokenChunk:
 
     token_ids: list[int]
     finish_reason: str | None = None  # "stop" (a stop token), "length" (max_tokens/max_seq_len), "cancelled"
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+class EngineRequestError(ValueError):
+    """The engine refused one request for what it asked (a client error, not an engine failure).
+    `code` is OpenAI's error code where one applies (`context_length_exceeded`)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk
+from gptoss_runtime.engine.guided import GuidedDecoding, GuidedState, guidance_tokenizer
 from gptoss_runtime.engine.numpy_model import Array, GptOssNumpyModel, Segment, SequenceCache
 from gptoss_runtime.tokenizer import TOKENIZER_FILE_NAME, Tokenizer
 
@@ -43,6 +44,7 @@ class _Sequence:
     prefilled: bool = False
     finished: bool = False
     cancelled: bool = False
+    guided: GuidedState | None = None  # structured output: the llguidance matcher that masks its logits
 
     @property
     def length(self) -> int:
@@ -77,6 +79,7 @@ class ReferenceEngine:
         max_batch_size: int = 8,
         max_seq_len: int = 4096,
         sampled_vocab_size: int | None = None,
+        tokenizer_json: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -96,15 +99,25 @@ class ReferenceEngine:
         self._closed = False
         self._generated_total = 0
         self._prompt_total = 0
+        self._tokenizer_json = tokenizer_json  # for structured output (llguidance)
+        self._guidance_tokenizer: object | None = None
 
     @classmethod
     def from_checkpoint(cls, weights_dir: Path, *, max_batch_size: int = 8, max_seq_len: int = 4096) -> ReferenceEngine:
         weights_dir = Path(weights_dir)
         model = GptOssNumpyModel.from_checkpoint(weights_dir)
         sampled_vocab_size = None
+        tokenizer_json = None
         if (weights_dir / TOKENIZER_FILE_NAME).is_file():
             sampled_vocab_size = Tokenizer.from_dir(weights_dir).vocab_size
-        return cls(model, max_batch_size=max_batch_size, max_seq_len=max_seq_len, sampled_vocab_size=sampled_vocab_size)
+            tokenizer_json = (weights_dir / TOKENIZER_FILE_NAME).read_text(encoding="utf-8")
+        return cls(
+            model,
+            max_batch_size=max_batch_size,
+            max_seq_len=max_seq_len,
+            sampled_vocab_size=sampled_vocab_size,
+            tokenizer_json=tokenizer_json,
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Engine interface
@@ -119,6 +132,7 @@ class ReferenceEngine:
             request=request,
             cache=self.model.new_cache(self.max_seq_len),
             rng=np.random.default_rng(request.sampling.seed),
+            guided=self._guided_state(request.sampling.guided, request.sampling.stop_token_ids),
         )
         self._ensure_scheduler()
         self._waiting.append(sequence)
@@ -184,6 +198,16 @@ class ReferenceEngine:
         if not 0.0 < sampling.top_p <= 1.0:
             raise ValueError(f"sampling.top_p must lie in (0, 1], got {sampling.top_p}")
 
+    def _guided_state(self, guided: GuidedDecoding | None, stop_token_ids: tuple[int, ...]) -> GuidedState | None:
+        if guided is None:
+            return None
+        if self._tokenizer_json is None:
+            raise ValueError("structured output needs the checkpoint's tokenizer.json next to the weights")
+        if self._guidance_tokenizer is None:
+            stop = stop_token_ids[0] if stop_token_ids else self.sampled_vocab_size - 1
+            self._guidance_tokenizer = guidance_tokenizer(self._tokenizer_json, self.sampled_vocab_size, stop)
+        return GuidedState(self._guidance_tokenizer, guided)
+
     def _ensure_scheduler(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
@@ -238,9 +262,13 @@ class ReferenceEngine:
         tokens = []
         for sequence, logits in zip(batch, all_logits, strict=True):
             sampling = sequence.request.sampling
-            tokens.append(
-                sample_token(logits[: self.sampled_vocab_size], sampling.temperature, sampling.top_p, sequence.rng)
-            )
+            candidates = logits[: self.sampled_vocab_size]
+            if sequence.guided is not None:
+                candidates = sequence.guided.mask(candidates)
+            token = sample_token(candidates, sampling.temperature, sampling.top_p, sequence.rng)
+            if sequence.guided is not None:
+                sequence.guided.accept(token)
+            tokens.append(token)
         return tokens
 
     def _deliver(self, sequence: _Sequence, token: int) -> None:

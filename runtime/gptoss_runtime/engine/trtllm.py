@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from gptoss_runtime.engine.base import EngineStats, GenerationRequest, SamplingParams, TokenChunk
+from gptoss_runtime.engine.base import (
+    CONTEXT_LENGTH_EXCEEDED,
+    EngineRequestError,
+    EngineStats,
+    GenerationRequest,
+    SamplingParams,
+    TokenChunk,
+)
 from gptoss_runtime.plan import ServingPlan
 
 FINISH_STOP: Final = "stop"
@@ -31,6 +39,10 @@ _FINISH_REASONS: Final = {
 # The plan's KV cache dtype -> KvCacheConfig.dtype ("auto" follows the model, which is BF16).
 _KV_CACHE_DTYPES: Final = {"auto": "auto", "bf16": "auto", "fp8": "fp8"}
 STATS_POLL_SECONDS: Final = 1.0
+# TensorRT-LLM's sampling seed is an unsigned 64-bit integer; OpenAI's API takes any (signed) integer.
+_SEED_MASK: Final = 2**64 - 1
+# Words in TensorRT-LLM's refusals of a request that is too long for the deployment.
+_LENGTH_ERROR_WORDS: Final = ("max_num_tokens", "max_seq_len", "prompt length", "exceeds")
 
 
 class TrtllmConfigError(ValueError):
@@ -62,6 +74,12 @@ def llm_kwargs(plan: ServingPlan, weights_dir: Path) -> dict[str, Any]:
         "max_seq_len": engine.max_seq_len,
         "max_batch_size": engine.max_batch_size,
         "max_num_tokens": engine.max_num_tokens,
+        # Off by default in TorchLlmArgs: without it a prompt longer than max_num_tokens is refused.
+        "enable_chunked_prefill": engine.enable_chunked_prefill,
+        # One streamed output per request every N steps (NVIDIA's gpt-oss recipes: 20). Their
+        # `num_postprocess_workers` is left out: it detokenizes in worker processes, and this model
+        # asks for token ids only (detokenize=False) and parses harmony itself.
+        "stream_interval": engine.stream_interval,
         "moe_config": {"backend": engine.moe_backend},
         "kv_cache_config": {
             "free_gpu_memory_fraction": engine.kv_cache_free_memory_fraction,
@@ -100,7 +118,9 @@ def trtllm_sampling_kwargs(sampling: SamplingParams) -> dict[str, Any]:
         "max_tokens": sampling.max_tokens,
         "stop_token_ids": list(sampling.stop_token_ids) or None,
         "detokenize": False,  # the gpt_oss model parses harmony from token ids itself
-        "seed": sampling.seed,
+        # OpenAI accepts negative seeds; TensorRT-LLM's is uint64. Two's complement keeps every distinct
+        # seed distinct and a seed reproducible (refusing it would break clients that send e.g. -1).
+        "seed": None if sampling.seed is None else sampling.seed & _SEED_MASK,
     }
     if sampling.temperature <= 0.0:
         kwargs["top_k"] = 1  # TensorRT-LLM decodes greedily with top_k 1 and no top_p
@@ -124,9 +144,11 @@ class TrtllmEngine:
         sampling_params_type: Callable[..., Any],
         *,
         max_batch_size: int,
+        max_seq_len: int | None = None,
         stats_poll_seconds: float = STATS_POLL_SECONDS,
     ) -> None:
         self._llm = llm
+        self._max_seq_len = max_seq_len
         self._sampling_params_type = sampling_params_type
         self._max_batch_size = max_batch_size
         self._stats_poll_seconds = stats_poll_seconds
@@ -147,7 +169,12 @@ class TrtllmEngine:
 
         config_types = {name: getattr(llmapi, type_name, None) for name, type_name in NESTED_CONFIG_TYPES.items()}
         llm = tensorrt_llm.LLM(**typed_llm_kwargs(llm_kwargs(plan, weights_dir), config_types))
-        return cls(llm, tensorrt_llm.SamplingParams, max_batch_size=plan.engine.max_batch_size)
+        return cls(
+            llm,
+            tensorrt_llm.SamplingParams,
+            max_batch_size=plan.engine.max_batch_size,
+            max_seq_len=plan.engine.max_seq_len,
+        )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         """Stream new tokens; the chunk that ends on a stop token carries that token."""
@@ -156,8 +183,11 @@ class TrtllmEngine:
         if not request.prompt_token_ids:
             raise ValueError("prompt_token_ids must not be empty")
         self._ensure_stats_task()
-        params = self._sampling_params_type(**trtllm_sampling_kwargs(request.sampling))
-        result = self._llm.generate_async(list(request.prompt_token_ids), sampling_params=params, streaming=True)
+        params = self._sampling_params_type(**trtllm_sampling_kwargs(self._bounded(request)))
+        try:
+            result = self._llm.generate_async(list(request.prompt_token_ids), sampling_params=params, streaming=True)
+        except ValueError as error:  # the LLM API checks a request's lengths before queueing it
+            raise _request_error(error) from error
         self._active += 1
         self._prompt_total += len(request.prompt_token_ids)
         sent = 0
@@ -165,8 +195,8 @@ class TrtllmEngine:
         try:
             async for output in result:
                 completion: _Completion = output.outputs[0]
-                token_ids = list(completion.token_ids)
-                new_tokens = token_ids[sent:]
+                token_ids = completion.token_ids  # cumulative: only the new tail is copied (no O(n) per step)
+                new_tokens = list(token_ids[sent:])
                 sent = len(token_ids)
                 finish_reason = _finish_reason(output, completion)
                 if finish_reason == FINISH_STOP:
@@ -179,11 +209,31 @@ class TrtllmEngine:
                     return
             finished = True
             yield TokenChunk([], FINISH_STOP)  # the stream ended without a finished output
+        except Exception as error:
+            if _is_request_error(error):
+                finished = True  # TensorRT-LLM has already dropped the request
+                raise _request_error(error) from error
+            raise
         finally:
             self._active -= 1
             if not finished:
                 with contextlib.suppress(Exception):
                     result.abort()
+
+    def _bounded(self, request: GenerationRequest) -> SamplingParams:
+        """max_tokens cut to what fits in max_seq_len after the prompt, so the request ends with
+        finish reason `length` there instead of being refused."""
+        sampling = request.sampling
+        if self._max_seq_len is None:
+            return sampling
+        room = self._max_seq_len - len(request.prompt_token_ids)
+        if room < 1:
+            raise EngineRequestError(
+                f"the prompt has {len(request.prompt_token_ids)} tokens; this deployment takes at most "
+                f"{self._max_seq_len - 1} (max_seq_len {self._max_seq_len})",
+                CONTEXT_LENGTH_EXCEEDED,
+            )
+        return dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, room))
 
     def stats(self) -> EngineStats:
         queued = self._queued if self._queued is not None else max(0, self._active - self._max_batch_size)
@@ -238,6 +288,18 @@ class TrtllmEngine:
                 self._kv_utilization = min(1.0, max(0.0, used / total))
 
 
+def _is_request_error(error: Exception) -> bool:
+    """TensorRT-LLM reports a refused request with `tensorrt_llm.executor.utils.RequestError` (matched by
+    name: the class cannot be imported where TensorRT-LLM is absent)."""
+    return any(kind.__name__ == "RequestError" for kind in type(error).__mro__)
+
+
+def _request_error(error: Exception) -> EngineRequestError:
+    message = str(error)
+    too_long = any(word in message.lower() for word in _LENGTH_ERROR_WORDS)
+    return EngineRequestError(message, CONTEXT_LENGTH_EXCEEDED if too_long else None)
+
+
 def _finish_reason(output: Any, completion: _Completion) -> str | None:
     reason = getattr(completion, "finish_reason", None)
     if reason is None and not getattr(output, "finished", False):
@@ -247,7 +309,7 @@ def _finish_reason(output: Any, completion: _Completion) -> str | None:
     return _FINISH_REASONS.get(str(reason), FINISH_STOP)
 
 
-def _missing_stop_token(completion: Any, token_ids: list[int], stop_token_ids: tuple[int, ...]) -> list[int]:
+def _missing_stop_token(completion: Any, token_ids: Sequence[int], stop_token_ids: tuple[int, ...]) -> list[int]:
     """TensorRT-LLM may leave the stop token out of `token_ids`; put it back (harmony needs to tell
     `<|return|>` from `<|call|>`)."""
     stop_reason = getattr(completion, "stop_reason", None)

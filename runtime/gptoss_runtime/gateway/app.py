@@ -8,10 +8,12 @@ that disconnects cancels its handler, which closes the Triton stream, which canc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import faulthandler
 import gc
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,21 +25,25 @@ from typing import Any, Final
 from aiohttp import web
 
 from gptoss_runtime import contract
+from gptoss_runtime.gateway.admission import RETRY_AFTER_SECONDS, UnavailableError
+from gptoss_runtime.gateway.completions import completion_object, completion_usage, parse_completions
+from gptoss_runtime.gateway.drain import serve_until_terminated
+from gptoss_runtime.gateway.guard import GUARD_KEY, Guard, GuardSettings, guard_middleware
 from gptoss_runtime.gateway.openai_api import (
     ApiError,
     Limits,
     ParsedRequest,
-    ResponseBuilder,
     Transcript,
     chat_chunk,
     chat_completion,
-    chat_delta,
     new_id,
     parse_chat,
-    parse_responses,
     usage,
 )
-from gptoss_runtime.gateway.triton import Step, TritonClient, TritonRequestError
+from gptoss_runtime.gateway.responses import ResponseBuilder, ResponsesState, conversation, parse_responses
+from gptoss_runtime.gateway.store import RESPONSES_STORE_ENV, open_store
+from gptoss_runtime.gateway.triton import UNREACHABLE, Step, TritonClient, TritonRequestError
+from gptoss_runtime.triton_model import schema
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ SHUTDOWN_TIMEOUT_SECONDS: Final = 20.0
 _SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CLIENT_KEY: Final = web.AppKey("triton_client", TritonClient)
 _STARTED_KEY: Final = web.AppKey("started", int)
+_RESPONSES_KEY: Final = web.AppKey("responses_state", ResponsesState)
 
 
 class GatewayError(Exception):
@@ -60,6 +67,7 @@ class GatewayConfig:
     model_name: str
     max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    responses_store_url: str | None = None  # a shared Redis for stored responses; None: this process's memory
 
     @classmethod
     def from_cli(
@@ -74,6 +82,7 @@ class GatewayConfig:
             triton_grpc=triton_grpc,
             model_name=model_name,
             max_tokens_limit=max_tokens_limit or DEFAULT_MAX_TOKENS_LIMIT,
+            responses_store_url=os.environ.get(RESPONSES_STORE_ENV) or None,
         )
 
     @property
@@ -121,7 +130,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as error:
-        return _json(error.body(), error.status)
+        response = _json(error.body(), error.status)
+        retry_after = getattr(error, "retry_after_s", None)  # 429 and 503 say when to come back
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -145,7 +158,9 @@ async def _read_json(request: web.Request) -> Any:
 
 def _upstream_error(error: TritonRequestError) -> ApiError:
     if error.field is not None:
-        return ApiError(400, str(error), param=error.field)
+        return ApiError(400, str(error), param=error.field, code=schema.error_code(str(error)))
+    if str(error).startswith(UNREACHABLE):  # not ready yet, or restarting: a retry is the answer
+        return UnavailableError(f"the model server is not available: {error}", RETRY_AFTER_SECONDS)
     return ApiError(502, f"the model server failed: {error}", error_type="server_error")
 
 
@@ -195,7 +210,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready = await request.app[_CLIENT_KEY].is_ready()
+    # Draining fails readiness first, so that the Service stops sending traffic while streams finish.
+    ready = not request.app[GUARD_KEY].draining and await request.app[_CLIENT_KEY].is_ready()
     return _json({"ready": ready, "model": contract.TRITON_MODEL_NAME}, 200 if ready else 503)
 
 
@@ -250,12 +266,11 @@ async def _stream_chat(
     transcript = Transcript()
 
     async def send(step: Step) -> None:
-        transcript.add(step)
-        delta = chat_delta(step)
+        delta = transcript.add(step)
         if delta is not None:
             sse.add(chat_chunk(completion_id, created, model, delta))
         if step.finish_reason:
-            sse.add(chat_chunk(completion_id, created, model, {}, step.finish_reason))
+            sse.add(chat_chunk(completion_id, created, model, {}, transcript.chat_finish_reason))
         else:  # the last step's chunks go out with the usage and [DONE]
             await sse.flush()
 
@@ -277,22 +292,77 @@ async def _stream_chat(
     return sse.response
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    """`/v1/completions`: raw prompt in, plain text out (see `gateway.completions`)."""
+    config = _config(request)
+    parsed = parse_completions(await _read_json(request), config.limits)
+    completion_id, created, model = new_id("cmpl-"), int(time.time()), config.model_name
+    steps = request.app[_CLIENT_KEY].generate(completion_id, parsed.inputs)
+    async with aclosing(steps):
+        step = await _first_step(steps)
+        sse = _SseWriter(await _sse(request)) if parsed.stream else None
+        texts: list[str] = []
+        try:
+            while True:
+                texts.append(step.text)
+                if sse is not None and (step.text or step.finish_reason):
+                    sse.add(completion_object(completion_id, created, model, step.text, step.finish_reason or None))
+                    await sse.flush()
+                if step.finish_reason:
+                    break
+                step = await anext(steps)
+        except TritonRequestError as error:
+            if sse is None:
+                raise _upstream_error(error) from error
+            sse.add(_upstream_error(error).body())
+            await sse.flush()
+            return sse.response
+        counts = completion_usage(step.prompt_tokens, step.completion_tokens)
+        if sse is None:
+            return _json(
+                {
+                    **completion_object(completion_id, created, model, "".join(texts), step.finish_reason),
+                    "usage": counts,
+                }
+            )
+        if parsed.include_usage:
+            sse.add({**completion_object(completion_id, created, model, "", None), "choices": [], "usage": counts})
+        sse.pending.append(b"data: [DONE]\n\n")
+        await sse.flush()
+        return sse.response
+
+
 async def responses(request: web.Request) -> web.StreamResponse:
     config = _config(request)
     parsed = parse_responses(await _read_json(request), config.limits)
+    state = request.app[_RESPONSES_KEY]
+    talk = conversation(parsed, await state.previous(parsed.previous_response_id))
     builder = ResponseBuilder(config.model_name, parsed.echo)
-    steps = request.app[_CLIENT_KEY].generate(builder.response_id, parsed.inputs)
+    inputs = dataclasses.replace(parsed.inputs, messages=talk.model_messages)
+    steps = request.app[_CLIENT_KEY].generate(builder.response_id, inputs)
     async with aclosing(steps):
         first = await _first_step(steps)
         if parsed.stream:
-            return await _stream_response(request, builder, first, steps)
-        builder.step_events(first)
-        try:
-            async for step in steps:
-                builder.step_events(step)
-        except TritonRequestError as error:
-            raise _upstream_error(error) from error
-        return _json(builder.response(builder.final_status()))
+            response = await _stream_response(request, builder, first, steps)
+        else:
+            builder.step_events(first)
+            try:
+                async for step in steps:
+                    builder.step_events(step)
+            except TritonRequestError as error:
+                raise _upstream_error(error) from error
+            response = _json(builder.response(builder.final_status()))
+    if builder.error is None:
+        await state.save(parsed, builder, talk)
+    return response
+
+
+async def get_response(request: web.Request) -> web.Response:
+    return _json(await request.app[_RESPONSES_KEY].retrieve(request.match_info["response_id"]))
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    return _json(await request.app[_RESPONSES_KEY].delete(request.match_info["response_id"]))
 
 
 async def _stream_response(
@@ -313,6 +383,8 @@ async def _stream_response(
     except TritonRequestError as error:
         failure = _upstream_error(error)
         sse.add(builder.event("error", message=failure.message, code=failure.code), "error")
+        for event in builder.fail_events(failure.message, failure.code):
+            sse.add(event, event["type"])
         await sse.flush()
         return sse.response
     for event in builder.finish_events():
@@ -324,18 +396,25 @@ async def _stream_response(
 # --- application -----------------------------------------------------------------------------------
 
 
-def make_app(config: GatewayConfig, client: TritonClient | None = None) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=config.max_body_bytes)
+def make_app(
+    config: GatewayConfig, client: TritonClient | None = None, guard: GuardSettings | None = None
+) -> web.Application:
+    app = web.Application(
+        middlewares=[_errors, guard_middleware(config.max_body_bytes)], client_max_size=config.max_body_bytes
+    )
+    app[GUARD_KEY] = Guard(guard or GuardSettings())
     app[_CONFIG_KEY] = config
     app[_STARTED_KEY] = int(time.time())
 
     async def connect(app: web.Application) -> AsyncIterator[None]:
         app[_CLIENT_KEY] = client or TritonClient(config.triton_grpc)
+        app[_RESPONSES_KEY] = ResponsesState(open_store(config.responses_store_url))
         # The objects made at start-up live as long as the process: keep them out of the collector's
         # scans, which otherwise now and then stall a request for milliseconds.
         gc.freeze()
         yield
         await app[_CLIENT_KEY].close()
+        await app[_RESPONSES_KEY].store.close()
 
     async def release_idle_calls(app: web.Application) -> None:
         # Runs when shutdown starts, before in-flight requests are awaited: a tritonserver stopping
@@ -350,6 +429,9 @@ def make_app(config: GatewayConfig, client: TritonClient | None = None) -> web.A
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
     return app
 
 
@@ -362,16 +444,29 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_gateway(config: GatewayConfig, *, host: str, port: int) -> None:
+def run_gateway(config: GatewayConfig, *, host: str, port: int, guard: GuardSettings | None = None) -> None:
     log.info("gateway for %s on %s:%d -> triton %s", config.model_name, host, port, config.triton_grpc)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
-    web.run_app(
-        make_app(config),
-        loop=_event_loop(),
-        host=host,
-        port=port,
+    app = make_app(config, guard=guard)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,  # SIGTERM drains (gateway.drain) instead of closing the listener at once
         access_log=None,  # per-request logging costs more than the gateway's whole latency budget
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        print=None,
     )
+    state = app[GUARD_KEY]
+    loop = _event_loop()
+    try:
+        loop.run_until_complete(
+            serve_until_terminated(
+                runner,
+                host,
+                port,
+                state.admission,
+                on_drain=lambda: app[_CLIENT_KEY].release_idle_calls(),
+                drain_timeout_s=state.settings.drain_timeout_s,
+            )
+        )
+    finally:
+        loop.close()

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from gptoss_runtime.engine.guided import GuidedDecoding
+from gptoss_runtime.gateway.errors import ApiError as ApiError  # re-exported: the app imports it from here
+from gptoss_runtime.gateway.errors import invalid
+from gptoss_runtime.gateway.tools import (
+    CallNames,
+    assistant_tool_calls,
+    function_of,
+    guided_for_tool_choice,
+    model_tools_json,
+    parse_tool_choice,
+    parse_tools,
+    reasoning_text,
+    split_channel,
+)
 from gptoss_runtime.gateway.triton import GenerationInputs, Step
 
 CHAT_ROLES: Final = ("system", "developer", "user", "assistant", "tool")
@@ -20,33 +33,6 @@ RESPONSE_INPUT_ROLES: Final = ("system", "developer", "user", "assistant")
 REASONING_EFFORTS: Final = ("low", "medium", "high")
 MAX_STOP_STRINGS: Final = 4
 REASONING_CHANNEL: Final = "analysis"
-
-
-class ApiError(Exception):
-    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        error_type: str = "invalid_request_error",
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.error_type = error_type
-        self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
-
-
-def invalid(param: str, message: str) -> ApiError:
-    return ApiError(400, f"{param}: {message}", param=param)
 
 
 @dataclass(frozen=True)
@@ -168,31 +154,18 @@ def _max_tokens(body: Mapping[str, Any], names: tuple[str, ...], limits: Limits)
 def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
     request = _object(body)
     _check_model(request, limits)
-    raw_messages = request.get("messages")
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise invalid("messages", "is required: a non-empty list of {role, content} objects")
-    messages = []
-    for index, message in enumerate(raw_messages):
-        param = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise invalid(param, "must be an object with role and content")
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            raise invalid(f"{param}.role", f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}")
-        content = message.get("content")
-        if content is None and role == "assistant":
-            content = ""
-        entry = {"role": role, "content": _text_content(content, f"{param}.content", ("text",))}
-        name = message.get("name")
-        if isinstance(name, str) and name:
-            entry["name"] = name  # harmony names the function a tool message answers
-        messages.append(entry)
+    tools = parse_tools(request.get("tools"), nested=True)
+    choice = parse_tool_choice(request.get("tool_choice"), tools)
+    messages = chat_messages(request.get("messages"))
     n = _int(request, "n", 1, 1_000_000)
     if n is not None and n != 1:
         raise invalid("n", "only n=1 is supported")
     stream_options = request.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise invalid("stream_options", "must be an object")
+    guided = guided_for_tool_choice(tools, choice) or guided_for_response_format(
+        request.get("response_format"), "response_format"
+    )
     return ParsedRequest(
         inputs=GenerationInputs(
             messages=messages,
@@ -203,10 +176,65 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
             reasoning_effort=_effort(request.get("reasoning_effort"), "reasoning_effort"),
             stop=_stop(request),
             stream=_bool(request, "stream"),
+            tools=model_tools_json(tools, choice),
+            guided=guided,
         ),
         stream=_bool(request, "stream"),
         include_usage=_bool(stream_options, "include_usage"),
     )
+
+
+def chat_messages(raw_messages: Any) -> list[dict[str, Any]]:
+    """OpenAI chat messages as the model's messages (tool calls and results, reasoning, names)."""
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise invalid("messages", "is required: a non-empty list of {role, content} objects")
+    names = CallNames()
+    messages = []
+    for index, message in enumerate(raw_messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise invalid(param, "must be an object with role and content")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise invalid(f"{param}.role", f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}")
+        content = message.get("content")
+        if content is None and role in ("assistant", "tool"):
+            content = ""
+        entry: dict[str, Any] = {"role": role, "content": _text_content(content, f"{param}.content", ("text",))}
+        name = message.get("name")
+        if role == "tool":
+            entry["name"] = names.resolve(message.get("tool_call_id"), name, f"{param}.tool_call_id")
+        elif isinstance(name, str) and name and role in ("user", "assistant"):
+            entry["name"] = name
+        if role == "assistant":
+            calls = assistant_tool_calls(message.get("tool_calls"), f"{param}.tool_calls", names)
+            if calls:
+                entry["tool_calls"] = calls
+            reasoning = reasoning_text(message, param)
+            if reasoning:
+                entry["reasoning"] = reasoning
+        messages.append(entry)
+    return messages
+
+
+def guided_for_response_format(raw: Any, param: str) -> str | None:
+    """`response_format` (Chat) or `text.format` (Responses): JSON mode or a JSON schema, enforced."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise invalid(param, "must be an object such as {'type': 'json_object'}")
+    kind = raw.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return GuidedDecoding("json_object").to_json()
+    if kind == "json_schema":
+        wrapper = raw.get("json_schema", raw)  # Chat nests {name, schema, strict}; Responses does not
+        schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
+        if not isinstance(schema, dict):
+            raise invalid(f"{param}.json_schema.schema", "is required: the JSON schema the output must match")
+        return GuidedDecoding("json_schema", schema).to_json()
+    raise invalid(f"{param}.type", f"must be 'text', 'json_object' or 'json_schema', got {kind!r}")
 
 
 _ID_TAG: Final = secrets.token_hex(8)  # per process, so that ids from different replicas do not collide
@@ -227,39 +255,90 @@ def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> 
     }
 
 
+@dataclass
+class ToolCallOut:
+    call_id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+
+    def chat_shape(self, index: int) -> dict[str, Any]:
+        return {
+            "index": index,
+            "id": self.call_id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": "".join(self.arguments)},
+        }
+
+
 class Transcript:
-    """Accumulates the streamed steps: the answer, the reasoning, the token counts."""
+    """Accumulates the streamed steps: the answer (a commentary preamble included), the reasoning, the
+    tool calls (a step on `commentary to=functions.NAME` carries a call's arguments), the token counts."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
+        self.tool_calls: list[ToolCallOut] = []
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.reasoning_tokens = 0
         self.finish_reason = ""
+        self._last_channel = ""
 
-    def add(self, step: Step) -> None:
-        if step.channel == REASONING_CHANNEL:
-            self.reasoning.append(step.text)
-            self.reasoning_tokens = step.completion_tokens
-        elif step.text:
-            self.content.append(step.text)
+    def add(self, step: Step) -> dict[str, Any] | None:
+        """Take one step; returns its Chat Completions stream delta (None when it carries no text)."""
         self.prompt_tokens = step.prompt_tokens
         self.completion_tokens = step.completion_tokens
         if step.finish_reason:
             self.finish_reason = step.finish_reason
+        new_message = step.channel != self._last_channel
+        self._last_channel = step.channel or self._last_channel
+        if not step.text:
+            return None
+        channel, recipient = split_channel(step.channel)
+        if recipient is not None:
+            return self._add_call_text(recipient, step.text, new_message)
+        if channel == REASONING_CHANNEL:
+            self.reasoning.append(step.text)
+            self.reasoning_tokens = step.completion_tokens
+            return {"reasoning": step.text, "reasoning_content": step.text}
+        self.content.append(step.text)
+        return {"content": step.text}
+
+    def _add_call_text(self, recipient: str, text: str, new_message: bool) -> dict[str, Any]:
+        index = len(self.tool_calls) - 1
+        if new_message or not self.tool_calls:
+            self.tool_calls.append(ToolCallOut(new_id("call_"), function_of(recipient)))
+            index += 1
+            self.tool_calls[index].arguments.append(text)
+            return {"tool_calls": [self.tool_calls[index].chat_shape(index)]}
+        self.tool_calls[index].arguments.append(text)
+        return {"tool_calls": [{"index": index, "function": {"arguments": text}}]}
+
+    @property
+    def chat_finish_reason(self) -> str:
+        if self.tool_calls and self.finish_reason in ("", "stop"):
+            return "tool_calls"
+        return self.finish_reason or "stop"
 
 
 def chat_completion(completion_id: str, created: int, model: str, transcript: Transcript) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(transcript.content)}
+    content = "".join(transcript.content)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content if content or not transcript.tool_calls else None,
+    }
     if transcript.reasoning:
-        message["reasoning_content"] = "".join(transcript.reasoning)
+        message["reasoning"] = message["reasoning_content"] = "".join(transcript.reasoning)
+    if transcript.tool_calls:
+        message["tool_calls"] = [call.chat_shape(index) for index, call in enumerate(transcript.tool_calls)]
+        for call in message["tool_calls"]:
+            del call["index"]
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": transcript.finish_reason or "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": transcript.chat_finish_reason}],
         "usage": usage(transcript.prompt_tokens, transcript.completion_tokens, transcript.reasoning_tokens),
     }
 
@@ -274,243 +353,3 @@ def chat_chunk(
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
-
-
-def chat_delta(step: Step) -> dict[str, Any] | None:
-    if not step.text:
-        return None
-    key = "reasoning_content" if step.channel == REASONING_CHANNEL else "content"
-    return {key: step.text}
-
-
-# --- Responses -------------------------------------------------------------------------------------
-
-
-def parse_responses(body: Any, limits: Limits) -> ParsedRequest:
-    request = _object(body)
-    _check_model(request, limits)
-    messages: list[dict[str, str]] = []
-    instructions = request.get("instructions")
-    if instructions is not None:
-        if not isinstance(instructions, str):
-            raise invalid("instructions", "must be a string")
-        messages.append({"role": "developer", "content": instructions})
-    raw_input = request.get("input")
-    if isinstance(raw_input, str):
-        messages.append({"role": "user", "content": raw_input})
-    elif isinstance(raw_input, list) and raw_input:
-        messages.extend(_response_input_items(raw_input))
-    else:
-        raise invalid("input", "is required: a string or a non-empty list of message items")
-    reasoning = request.get("reasoning") or {}
-    if not isinstance(reasoning, dict):
-        raise invalid("reasoning", "must be an object such as {'effort': 'low'}")
-    if request.get("previous_response_id") is not None:
-        raise invalid("previous_response_id", "is not supported: this gateway stores no responses")
-    return ParsedRequest(
-        inputs=GenerationInputs(
-            messages=messages,
-            max_tokens=_max_tokens(request, ("max_output_tokens",), limits),
-            temperature=_number(request, "temperature", 0.0, 2.0),
-            top_p=_number(request, "top_p", 0.0, 1.0, low_open=True),
-            reasoning_effort=_effort(reasoning.get("effort"), "reasoning.effort"),
-            stream=_bool(request, "stream"),
-        ),
-        stream=_bool(request, "stream"),
-        echo={
-            "instructions": instructions,
-            "max_output_tokens": request.get("max_output_tokens"),
-            "temperature": request.get("temperature", 1.0),
-            "top_p": request.get("top_p", 1.0),
-            "reasoning": {"effort": reasoning.get("effort"), "summary": None},
-        },
-    )
-
-
-def _response_input_items(items: list[Any]) -> list[dict[str, str]]:
-    messages = []
-    for index, item in enumerate(items):
-        param = f"input[{index}]"
-        if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise invalid(param, "only message items ({role, content}) are supported")
-        role = item.get("role")
-        if role not in RESPONSE_INPUT_ROLES:
-            raise invalid(f"{param}.role", f"must be one of {', '.join(RESPONSE_INPUT_ROLES)}, got {role!r}")
-        content = _text_content(item.get("content"), f"{param}.content", ("input_text", "output_text"))
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-class ResponseBuilder:
-    """The Responses API object and its streaming events, built as the steps arrive."""
-
-    def __init__(self, model: str, echo: Mapping[str, Any]) -> None:
-        self.response_id = new_id("resp_")
-        self.reasoning_id = new_id("rs_")
-        self.message_id = new_id("msg_")
-        self.created_at = int(time.time())
-        self.model = model
-        self.echo = dict(echo)
-        self.transcript = Transcript()
-        self._sequence = 0
-        self._reasoning_open = False
-        self._message_open = False
-        self._reasoning_closed = False
-
-    # Shapes.
-
-    def _reasoning_item(self, status: str) -> dict[str, Any]:
-        text = "".join(self.transcript.reasoning)
-        content = [{"type": "reasoning_text", "text": text}] if status == "completed" else []
-        return {"type": "reasoning", "id": self.reasoning_id, "summary": [], "content": content, "status": status}
-
-    def _message_item(self, status: str) -> dict[str, Any]:
-        content = (
-            [{"type": "output_text", "text": "".join(self.transcript.content), "annotations": []}]
-            if status != "in_progress"
-            else []
-        )
-        return {"type": "message", "id": self.message_id, "status": status, "role": "assistant", "content": content}
-
-    def _output_index(self, kind: str) -> int:
-        return 1 if kind == "message" and self.transcript.reasoning else 0
-
-    def response(self, status: str) -> dict[str, Any]:
-        output: list[dict[str, Any]] = []
-        finished = status != "in_progress"
-        if finished and self.transcript.reasoning:
-            output.append(self._reasoning_item("completed"))
-        if finished:
-            output.append(self._message_item(status))
-        incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
-        transcript = self.transcript
-        return {
-            "id": self.response_id,
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "model": self.model,
-            "output": output,
-            "error": None,
-            "incomplete_details": incomplete,
-            "parallel_tool_calls": False,
-            "tool_choice": "none",
-            "tools": [],
-            "text": {"format": {"type": "text"}},
-            **self.echo,
-            "usage": {
-                "input_tokens": transcript.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": transcript.completion_tokens,
-                "output_tokens_details": {"reasoning_tokens": transcript.reasoning_tokens},
-                "total_tokens": transcript.prompt_tokens + transcript.completion_tokens,
-            }
-            if finished
-            else None,
-        }
-
-    def final_status(self) -> str:
-        return "incomplete" if self.transcript.finish_reason == "length" else "completed"
-
-    # Events.
-
-    def event(self, event_type: str, **fields: Any) -> dict[str, Any]:
-        self._sequence += 1
-        return {"type": event_type, "sequence_number": self._sequence - 1, **fields}
-
-    def start_events(self) -> list[dict[str, Any]]:
-        return [
-            self.event("response.created", response=self.response("in_progress")),
-            self.event("response.in_progress", response=self.response("in_progress")),
-        ]
-
-    def step_events(self, step: Step) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        is_reasoning = step.channel == REASONING_CHANNEL
-        if step.text and not is_reasoning and self._reasoning_open:
-            events.extend(self._close_reasoning())
-        self.transcript.add(step)
-        if not step.text:
-            return events
-        if is_reasoning:
-            if not self._reasoning_open and not self._reasoning_closed:
-                self._reasoning_open = True
-                events.append(
-                    self.event("response.output_item.added", output_index=0, item=self._reasoning_item("in_progress"))
-                )
-            events.append(
-                self.event(
-                    "response.reasoning_text.delta",
-                    item_id=self.reasoning_id,
-                    output_index=0,
-                    content_index=0,
-                    delta=step.text,
-                )
-            )
-            return events
-        if not self._message_open:
-            events.extend(self._open_message())
-        events.append(
-            self.event(
-                "response.output_text.delta",
-                item_id=self.message_id,
-                output_index=self._output_index("message"),
-                content_index=0,
-                delta=step.text,
-                logprobs=[],
-            )
-        )
-        return events
-
-    def _close_reasoning(self) -> list[dict[str, Any]]:
-        self._reasoning_open = False
-        self._reasoning_closed = True
-        text = "".join(self.transcript.reasoning)
-        return [
-            self.event(
-                "response.reasoning_text.done", item_id=self.reasoning_id, output_index=0, content_index=0, text=text
-            ),
-            self.event("response.output_item.done", output_index=0, item=self._reasoning_item("completed")),
-        ]
-
-    def _open_message(self) -> list[dict[str, Any]]:
-        self._message_open = True
-        index = self._output_index("message")
-        return [
-            self.event("response.output_item.added", output_index=index, item=self._message_item("in_progress")),
-            self.event(
-                "response.content_part.added",
-                item_id=self.message_id,
-                output_index=index,
-                content_index=0,
-                part={"type": "output_text", "text": "", "annotations": []},
-            ),
-        ]
-
-    def finish_events(self) -> list[dict[str, Any]]:
-        events = self._close_reasoning() if self._reasoning_open else []
-        if not self._message_open:
-            events.extend(self._open_message())
-        index = self._output_index("message")
-        text = "".join(self.transcript.content)
-        status = self.final_status()
-        events += [
-            self.event(
-                "response.output_text.done",
-                item_id=self.message_id,
-                output_index=index,
-                content_index=0,
-                text=text,
-                logprobs=[],
-            ),
-            self.event(
-                "response.content_part.done",
-                item_id=self.message_id,
-                output_index=index,
-                content_index=0,
-                part={"type": "output_text", "text": text, "annotations": []},
-            ),
-            self.event("response.output_item.done", output_index=index, item=self._message_item(status)),
-            self.event(f"response.{status}", response=self.response(status)),
-        ]
-        return events

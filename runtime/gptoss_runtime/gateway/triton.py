@@ -40,6 +40,8 @@ _OUTPUT_NAMES: Final = (
     schema.FINISH_REASON,
 )
 _INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
+# How a TritonRequestError that means "no server to talk to" begins (the gateway answers 503).
+UNREACHABLE: Final = "Triton is unreachable"
 STREAM_END_TIMEOUT_SECONDS: Final = 10.0
 READY_TIMEOUT_SECONDS: Final = 5.0
 # Idle calls kept open for reuse; a burst above this opens calls that are closed when it ends.
@@ -73,7 +75,7 @@ class TritonRequestError(Exception):
 
 @dataclass(frozen=True)
 class GenerationInputs:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -81,6 +83,11 @@ class GenerationInputs:
     reasoning_effort: str | None = None
     stop: Sequence[str] = ()
     stream: bool = True  # False: Triton sends the text gathered per channel at the end (fewer messages)
+    # JSON texts of the model's `tools` and `guided` inputs, and a `current_date` override (issue 10).
+    tools: str | None = None
+    guided: str | None = None
+    current_date: str | None = None
+    raw_prompt: str | None = None  # `/v1/completions`: sent as `text_input` with `raw`, instead of messages
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,11 @@ def _add_input(request: Any, name: str, datatype: str, count: int, raw: bytes) -
 def build_request(model: str, request_id: str, inputs: GenerationInputs) -> Any:
     """The `ModelInferRequest` for one generation (only the inputs the caller set; the model defaults the rest)."""
     request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
-    _add_input(request, schema.MESSAGES, "BYTES", 1, _strings([_JSON.encode(inputs.messages)]))
+    if inputs.raw_prompt is not None:
+        _add_input(request, schema.TEXT_INPUT, "BYTES", 1, _strings([inputs.raw_prompt]))
+        _add_input(request, schema.RAW, "BOOL", 1, b"\x01")
+    else:
+        _add_input(request, schema.MESSAGES, "BYTES", 1, _strings([_JSON.encode(inputs.messages)]))
     if inputs.max_tokens is not None:
         _add_input(request, schema.MAX_TOKENS, "INT32", 1, _INT32.pack(inputs.max_tokens))
     if inputs.temperature is not None:
@@ -128,6 +139,10 @@ def build_request(model: str, request_id: str, inputs: GenerationInputs) -> Any:
         _add_input(request, schema.STOP, "BYTES", len(inputs.stop), _strings(inputs.stop))
     if not inputs.stream:
         _add_input(request, schema.STREAM, "BOOL", 1, b"\x00")
+    texts = ((schema.TOOLS, inputs.tools), (schema.GUIDED, inputs.guided), (schema.CURRENT_DATE, inputs.current_date))
+    for name, text in texts:
+        if text is not None:
+            _add_input(request, name, "BYTES", 1, _strings([text]))
     for name in _OUTPUT_NAMES:
         request.outputs.add(name=name)
     return request
@@ -165,7 +180,7 @@ def _error_field(message: str) -> str | None:
 
 def _rpc_failure(error: RpcError) -> TritonRequestError:
     details = error.details() if hasattr(error, "details") else str(error)
-    return TritonRequestError(f"Triton is unreachable or failed: {details}")
+    return TritonRequestError(f"{UNREACHABLE} or failed: {details}")
 
 
 async def _end_call(call: Any) -> None:
@@ -278,7 +293,7 @@ class TritonClient:
         except RpcError as error:
             raise _rpc_failure(error) from error
         except asyncio.InvalidStateError as error:  # the call ended before the request could be written
-            raise TritonRequestError(f"Triton is unreachable or failed: {error}") from error
+            raise TritonRequestError(f"{UNREACHABLE} or failed: {error}") from error
 
     async def _new_call_and_send(self, request: Any) -> tuple[Any, Any]:
         call = self._stub.ModelStreamInfer()

@@ -4,10 +4,12 @@ Decoupled transaction policy with a coroutine `execute` (supported for decoupled
 backend since 23.04): the stub runs each `execute` on its event loop without waiting for it, so many
 requests stream at once. `execute` hands each request to the engine's own event loop (a thread of the
 model), which the model can still use in `finalize` to close the engine. Each request gets a
-response per streamed step; the last response carries `finish_reason` and the final flag. A client
-that cancels its gRPC stream (or drops its HTTP `generate_stream` connection) is seen through
-`request.is_cancelled()`; the engine request is then cancelled and the request counted with outcome
-`cancelled`.
+response per streamed step (the engine streams every `stream_interval` steps); the last response
+carries `finish_reason` and the final flag. Responses go out from one sender thread (`delivery.Outbox`),
+never from the engine's loop. A client that cancels its gRPC stream (or drops its HTTP
+`generate_stream` connection) is seen by one sweep over all requests in flight
+(`delivery.CancellationSweep`), which cancels that request's task: the engine request is then
+cancelled and the request counted with outcome `cancelled`.
 
 The engine comes from `engine.json` next to `config.pbtxt` (written by `gptoss_runtime.triton_repo`):
 `reference` (numpy, CPU), `trtllm` (TensorRT-LLM LLM API, GPUs) or `scripted` (tests only).
@@ -30,6 +32,7 @@ from gptoss_runtime.metrics import OUTCOME_ERROR, TritonModelMetrics
 from gptoss_runtime.plan import ServingPlan
 from gptoss_runtime.tokenizer import Tokenizer
 from gptoss_runtime.triton_model import schema
+from gptoss_runtime.triton_model.delivery import CancellationSweep, Outbox
 from gptoss_runtime.triton_model.service import (
     ClientCancelledError,
     GenerationService,
@@ -51,8 +54,15 @@ def build_engine(options: dict[str, Any], tokenizer: Tokenizer) -> Engine:
     if kind == "scripted":
         from gptoss_runtime.triton_model.scripted import ScriptedEngine
 
+        plan = options.get("plan")
+        stream_interval = plan["engine"].get("streamInterval", 1) if plan else 1
         return ScriptedEngine.from_options(
-            tokenizer, {**options.get("options", {}), "max_batch_size": options["max_batch_size"]}
+            tokenizer,
+            {
+                "stream_interval": stream_interval,
+                **options.get("options", {}),
+                "max_batch_size": options["max_batch_size"],
+            },
         )
     if kind == "reference":
         from gptoss_runtime.engine.reference import ReferenceEngine
@@ -92,6 +102,10 @@ class TritonPythonModel:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gpt_oss-engine", daemon=True)
         self._loop_thread.start()
         self._refresher = asyncio.run_coroutine_threadsafe(self._refresh_forever(), self._loop)
+        self._outbox: Outbox[StepOutput | Any] = Outbox(
+            self._response_or_error, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL, pb_utils.Logger.log_warn
+        )
+        self._sweep = CancellationSweep()
         pb_utils.Logger.log_info(
             f"gpt_oss: {options['engine']} engine for {options['model_name']} from {options['weights_dir']}"
         )
@@ -103,6 +117,7 @@ class TritonPythonModel:
         await asyncio.gather(*(asyncio.wrap_future(future) for future in served))
 
     def finalize(self) -> None:
+        self._sweep.close(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
         self._refresher.cancel()
         closing = asyncio.run_coroutine_threadsafe(self._service.engine.close(), self._loop)
         try:
@@ -111,6 +126,7 @@ class TritonPythonModel:
             self._pb.Logger.log_warn(f"gpt_oss: closing the engine failed: {error!r}")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
+        self._outbox.close(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
         self._metrics.close()
 
     # --- one request -------------------------------------------------------------------------------
@@ -118,7 +134,11 @@ class TritonPythonModel:
     async def _serve(self, request: Any) -> None:
         pb = self._pb
         sender = request.get_response_sender()
-        final_flag = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        outbox = self._outbox
+        task = asyncio.current_task()
+        assert task is not None
+        # Registered from inside the task, so a cancellation always finds it running and answers it.
+        watch = self._sweep.watch(request.is_cancelled, lambda: self._cancel_soon(task))
         try:
             parsed = parse_request(
                 self._input_getter(request),
@@ -126,9 +146,9 @@ class TritonPythonModel:
                 default_reasoning_effort=self._default_effort,
             )
             request_id = request.request_id() or uuid.uuid4().hex
-            steps = self._service.stream(request_id, parsed, request.is_cancelled)
+            steps = self._service.stream(request_id, parsed)
             async for step in steps if parsed.stream else gathered(steps):
-                sender.send(self._response(step), flags=final_flag if step.finish_reason else 0)
+                outbox.put(sender, step, final=bool(step.finish_reason))
         except InputError as error:
             self._metrics.request_finished(OUTCOME_ERROR)
             self._send_error(sender, pb.TritonError(str(error), pb.TritonError.INVALID_ARG))
@@ -137,6 +157,12 @@ class TritonPythonModel:
         except Exception as error:  # the stream must end with a final response whatever failed
             pb.Logger.log_error(f"gpt_oss: request failed: {error!r}")
             self._send_error(sender, pb.TritonError(f"generation failed: {error}", pb.TritonError.INTERNAL))
+        finally:
+            self._sweep.forget(watch)
+
+    def _cancel_soon(self, task: asyncio.Task[None]) -> None:
+        """From the sweep's thread: cancel the task on its own loop."""
+        self._loop.call_soon_threadsafe(task.cancel)
 
     def _input_getter(self, request: Any) -> Callable[[str], Any]:
         def get(name: str) -> Any:
@@ -158,10 +184,13 @@ class TritonPythonModel:
         )
 
     def _send_error(self, sender: Any, error: Any) -> None:
-        try:
-            sender.send(self._pb.InferenceResponse(error=error), flags=self._pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception as failure:  # the client may be gone already; nothing is left to tell it
-            self._pb.Logger.log_warn(f"gpt_oss: final response not delivered: {failure!r}")
+        self._outbox.put(sender, error, final=True)
+
+    def _response_or_error(self, payload: Any) -> Any:
+        """Runs on the sender thread: a step becomes a response, a TritonError an error response."""
+        if isinstance(payload, StepOutput):
+            return self._response(payload)
+        return self._pb.InferenceResponse(error=payload)
 
     # --- gauges ------------------------------------------------------------------------------------
 

@@ -13,6 +13,13 @@ Inputs (all `[1]`-shaped unless noted; give either `text_input` or `messages`):
 | `reasoning_effort` | BYTES  | `low`, `medium` or `high` (default: the plan's)                          |
 | `stop`             | BYTES  | `[-1]`: stop strings; generation ends before the first match in the text |
 | `stream`           | BOOL   | default true: a response per step; false: the text gathered per channel  |
+| `tools`            | BYTES  | function tools as JSON: `[{"name", "description", "parameters"}, ...]`  |
+| `current_date`     | BYTES  | the system message's `Current date:` (default: today, UTC)               |
+| `raw`              | BOOL   | `text_input` is a raw prompt: tokenized as is, the output plain text     |
+| `guided`           | BYTES  | JSON: `{"json_schema": {...}}`, `{"json_object": true}` or `{"tool": NAME}` |
+
+A message in `messages` may carry `name`, `channel`, `reasoning` (analysis text) and, for an assistant,
+`tool_calls: [{"name", "arguments"}]`; a `tool` message names the function it answers in `name`.
 
 Outputs, one response per streamed step (the last one carries `finish_reason` and the final flag).
 With `stream` false the steps are gathered: one response per run of text in the same channel, sent when
@@ -21,7 +28,8 @@ generation ends (far fewer responses for a client that wants the whole answer at
 | name                | type  | meaning                                                             |
 |---------------------|-------|---------------------------------------------------------------------|
 | `text_output`       | BYTES | the new text of this step                                           |
-| `channel`           | BYTES | its harmony channel: `analysis` (reasoning), `commentary`, `final`  |
+| `channel`           | BYTES | its harmony channel: `analysis` (reasoning), `commentary`, `final`; |
+|                     |       | a tool call reads `commentary to=functions.NAME` (text = arguments) |
 | `prompt_tokens`     | INT32 | tokens of the rendered prompt                                       |
 | `completion_tokens` | INT32 | tokens generated so far                                             |
 | `finish_reason`     | BYTES | empty until the last response: `stop`, `length` or `cancelled`      |
@@ -51,6 +59,10 @@ SEED: Final = "seed"
 REASONING_EFFORT: Final = "reasoning_effort"
 STOP: Final = "stop"
 STREAM: Final = "stream"
+TOOLS: Final = "tools"
+CURRENT_DATE: Final = "current_date"
+GUIDED: Final = "guided"
+RAW: Final = "raw"
 
 # Output names.
 TEXT_OUTPUT: Final = "text_output"
@@ -69,6 +81,10 @@ INPUTS: Final = (
     TensorSpec(REASONING_EFFORT, "TYPE_STRING"),
     TensorSpec(STOP, "TYPE_STRING", dims=(-1,)),
     TensorSpec(STREAM, "TYPE_BOOL"),
+    TensorSpec(TOOLS, "TYPE_STRING"),
+    TensorSpec(CURRENT_DATE, "TYPE_STRING"),
+    TensorSpec(GUIDED, "TYPE_STRING"),
+    TensorSpec(RAW, "TYPE_BOOL"),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", optional=False),
@@ -84,3 +100,20 @@ FINISH_LENGTH: Final = "length"
 FINISH_CANCELLED: Final = "cancelled"
 
 CHANNELS: Final = ("analysis", "commentary", "final")
+
+# An input error reads `<input>: <problem>`; where OpenAI has an error code for it, the message ends with
+# ` [code: <code>]` (the gateway turns it back into the error's `code`).
+CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
+_CODE_OPEN: Final = " [code: "
+
+
+def with_error_code(message: str, code: str | None) -> str:
+    return message if code is None else f"{message}{_CODE_OPEN}{code}]"
+
+
+def error_code(message: str) -> str | None:
+    """The code `with_error_code` put at the end of a message, if any."""
+    start = message.rfind(_CODE_OPEN)
+    if start < 0 or not message.endswith("]"):
+        return None
+    return message[start + len(_CODE_OPEN) : -1] or None

@@ -6,6 +6,11 @@ emits `<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant<|channe
 answer channels, token counts and stop/length/cancel behaviour without depending on model weights.
 A prompt containing `ENDLESS_TRIGGER` gets an answer that never ends by itself: its final text repeats
 until `max_tokens` (for cancellation tests).
+
+Pacing: `scripted_token_delay_s` sleeps that long per token; `scripted_tokens_per_s` instead produces each
+stream's tokens on a fixed schedule from its start (k tokens at start + k / rate, so a late wake-up does
+not slow the stream down), which is how `bench/serving_load.py` sets an engine rate. Tokens come out in
+chunks of `stream_interval` (as TensorRT-LLM's `stream_interval` does).
 """
 
 from __future__ import annotations
@@ -20,6 +25,21 @@ from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChun
 DEFAULT_ANALYSIS: Final = "The user greets me. I will greet back."
 DEFAULT_FINAL: Final = "Hello! How can I help you today?"
 ENDLESS_TRIGGER: Final = "scripted:endless"
+# A prompt containing TOOL_TRIGGER gets a real harmony tool-calling turn (analysis, a commentary preamble,
+# then a call to `functions.get_weather` ending in <|call|>) until the history holds the tool's result;
+# then the usual analysis and final answer.
+TOOL_TRIGGER: Final = "scripted:tool"
+TOOL_NAME: Final = "get_weather"
+TOOL_ARGUMENTS: Final = '{"city":"Paris"}'
+TOOL_ANALYSIS: Final = "The user wants the weather. I will call get_weather."
+TOOL_PREAMBLE: Final = "Let me check the weather."
+TOOL_CALL_TEXT: Final = (
+    f"<|channel|>analysis<|message|>{TOOL_ANALYSIS}<|end|>"
+    f"<|start|>assistant<|channel|>commentary<|message|>{TOOL_PREAMBLE}<|end|>"
+    f"<|start|>assistant<|channel|>commentary to=functions.{TOOL_NAME} <|constrain|>json<|message|>"
+    f"{TOOL_ARGUMENTS}<|call|>"
+)
+_TOOL_RESULT_MARK: Final = f"functions.{TOOL_NAME} to=assistant"
 _SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")
 
 
@@ -33,9 +53,14 @@ class _Tokenizer(Protocol):
 
 def script_token_ids(tokenizer: _Tokenizer, analysis: str, final: str) -> list[int]:
     """The completion's token ids: special tokens by id, text pieces through the tokenizer."""
-    text = (
-        f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant<|channel|>final<|message|>{final}<|return|>"
+    return harmony_token_ids(
+        tokenizer,
+        f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant<|channel|>final<|message|>{final}<|return|>",
     )
+
+
+def harmony_token_ids(tokenizer: _Tokenizer, text: str) -> list[int]:
+    """Token ids of harmony written as text: `<|...|>` pieces by id, the rest through the tokenizer."""
     ids: list[int] = []
     for piece in _SPECIAL.split(text):
         if not piece:
@@ -52,6 +77,8 @@ class ScriptedEngine:
         script: Sequence[int],
         *,
         token_delay_s: float = 0.0,
+        tokens_per_s: float = 0.0,
+        stream_interval: int = 1,
         max_batch_size: int = 8,
         endless: tuple[_Tokenizer, Sequence[int], Sequence[int]] | None = None,
     ) -> None:
@@ -59,6 +86,8 @@ class ScriptedEngine:
         # (tokenizer, the completion's opening up to the answer text, the answer text repeated forever)
         self._endless = endless
         self._token_delay_s = token_delay_s
+        self._tokens_per_s = tokens_per_s
+        self._stream_interval = max(1, stream_interval)
         self._slots = asyncio.Semaphore(max_batch_size)
         self._max_batch_size = max_batch_size
         self._running = 0
@@ -75,6 +104,8 @@ class ScriptedEngine:
         return cls(
             script_token_ids(tokenizer, analysis, final),
             token_delay_s=float(options.get("scripted_token_delay_s", 0.0)),
+            tokens_per_s=float(options.get("scripted_tokens_per_s", 0.0)),
+            stream_interval=int(options.get("stream_interval", 1)),
             max_batch_size=int(options.get("max_batch_size", 8)),
             endless=(tokenizer, opening, tokenizer.encode(f" {final}")),
         )
@@ -103,25 +134,48 @@ class ScriptedEngine:
     def _completion(self, request: GenerationRequest) -> Iterator[int]:
         if self._endless is not None:
             tokenizer, opening, repeated = self._endless
-            if ENDLESS_TRIGGER in tokenizer.decode(list(request.prompt_token_ids)):
+            prompt = tokenizer.decode(list(request.prompt_token_ids))
+            if ENDLESS_TRIGGER in prompt:
                 yield from opening
                 while True:
                     yield from repeated
+            if TOOL_TRIGGER in prompt and _TOOL_RESULT_MARK not in prompt:
+                yield from harmony_token_ids(tokenizer, TOOL_CALL_TEXT)
+                return
         yield from self._script
 
     async def _emit(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
         stop_ids = set(request.sampling.stop_token_ids)
-        for produced, token in enumerate(self._completion(request)):
+        started = asyncio.get_running_loop().time()
+        produced = 0
+        pending: list[int] = []
+        for token in self._completion(request):
             if produced >= request.sampling.max_tokens:
-                yield TokenChunk([], finish_reason="length")
+                await self._pace(started, produced, len(pending))
+                self._generated += len(pending)
+                yield TokenChunk(pending, finish_reason="length")
                 return
-            await asyncio.sleep(self._token_delay_s)
-            self._generated += 1
-            if token in stop_ids:
-                yield TokenChunk([token], finish_reason="stop")
-                return
-            yield TokenChunk([token])
-        yield TokenChunk([], finish_reason="stop")
+            pending.append(token)
+            produced += 1
+            if token in stop_ids or len(pending) >= self._stream_interval:
+                await self._pace(started, produced, len(pending))
+                self._generated += len(pending)
+                chunk, pending = pending, []
+                if token in stop_ids:
+                    yield TokenChunk(chunk, finish_reason="stop")
+                    return
+                yield TokenChunk(chunk)
+        await self._pace(started, produced, len(pending))
+        self._generated += len(pending)
+        yield TokenChunk(pending, finish_reason="stop")
+
+    async def _pace(self, started: float, produced: int, new_tokens: int) -> None:
+        """Wait until the `produced`-th token is due (always yielding to the loop once)."""
+        if self._tokens_per_s > 0:
+            due = started + produced / self._tokens_per_s
+            await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        else:
+            await asyncio.sleep(self._token_delay_s * new_tokens)
 
     def stats(self) -> EngineStats:
         return EngineStats(

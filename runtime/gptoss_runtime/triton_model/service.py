@@ -2,13 +2,16 @@
 
 `GenerationService.stream` renders the chat as a harmony prompt, runs it through the engine, parses the
 generated tokens back into channel deltas (analysis = reasoning, final = the answer), applies stop
-strings to the answer, and reports metrics. It polls `is_cancelled` while it waits on the engine and
-cancels the engine request when the client has gone.
+strings to the answer, and reports metrics. It never asks whether the client is still there (each such
+question is a round trip to the server): whoever runs it cancels its task when the client has gone
+(the Triton model does so from one cancellation sweep over all requests), which closes the engine
+request and counts the request as cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,14 +19,20 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from gptoss_runtime import harmony
-from gptoss_runtime.engine.base import Engine, GenerationRequest, SamplingParams, TokenChunk
+from gptoss_runtime.engine.base import (
+    CONTEXT_LENGTH_EXCEEDED,
+    Engine,
+    EngineRequestError,
+    GenerationRequest,
+    SamplingParams,
+    TokenChunk,
+)
 from gptoss_runtime.metrics import OUTCOME_CANCELLED, OUTCOME_ERROR, OUTCOME_SUCCESS, MetricsSink
 from gptoss_runtime.tokenizer import Tokenizer
 from gptoss_runtime.triton_model import schema
 
 ROLES: Final = ("system", "developer", "user", "assistant", "tool")
 REASONING_EFFORTS: Final = ("low", "medium", "high")
-CANCEL_POLL_SECONDS: Final = 0.05
 _ANSWER_CHANNEL: Final = "final"
 _Number = TypeVar("_Number", int, float)
 
@@ -31,9 +40,10 @@ _Number = TypeVar("_Number", int, float)
 class InputError(ValueError):
     """A request the model cannot serve; the message names the input and the fix."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+    def __init__(self, field: str, problem: str, code: str | None = None) -> None:
+        super().__init__(schema.with_error_code(f"{field}: {problem}", code))
         self.field = field
+        self.code = code
 
 
 class ClientCancelledError(Exception):
@@ -50,6 +60,10 @@ class ModelRequest:
     reasoning_effort: str = "medium"
     stop: tuple[str, ...] = ()
     stream: bool = True
+    tools: tuple[harmony.ToolDefinition, ...] = ()
+    current_date: str | None = None  # None: today (UTC)
+    guided: Any = None  # a `gptoss_runtime.engine.guided.GuidedDecoding` (structured output), or None
+    raw_prompt: str | None = None  # a raw completion: this text tokenized as is, no harmony either way
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,10 @@ def parse_request(get: InputGetter, *, max_tokens_limit: int, default_reasoning_
         reasoning_effort=effort,
         stop=_stop_strings(get),
         stream=_flag(get, schema.STREAM, default=True),
+        tools=parse_tools(_scalar_text(get, schema.TOOLS)),
+        current_date=_scalar_text(get, schema.CURRENT_DATE),
+        guided=parse_guided(_scalar_text(get, schema.GUIDED)),
+        raw_prompt=text if _flag(get, schema.RAW, default=False) else None,
     )
 
 
@@ -113,15 +131,77 @@ def parse_messages(text: str) -> tuple[harmony.ChatMessage, ...]:
         where = f"{schema.MESSAGES}[{index}]"
         if not isinstance(item, dict):
             raise InputError(where, 'must be an object with "role" and "content"')
-        role, content, name = item.get("role"), item.get("content"), item.get("name")
+        role, content = item.get("role"), item.get("content")
         if role not in ROLES:
             raise InputError(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
         if not isinstance(content, str):
             raise InputError(f"{where}.content", "must be a string")
-        if name is not None and not isinstance(name, str):
-            raise InputError(f"{where}.name", "must be a string")
-        messages.append(harmony.ChatMessage(role=role, content=content, name=name))
+        messages.append(
+            harmony.ChatMessage(
+                role=role,
+                content=content,
+                name=_optional_text(item, "name", where),
+                channel=_optional_text(item, "channel", where),
+                reasoning=_optional_text(item, "reasoning", where),
+                tool_calls=_tool_calls(item.get("tool_calls"), f"{where}.tool_calls"),
+            )
+        )
     return tuple(messages)
+
+
+def _optional_text(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where}.{key}", "must be a string")
+    return value
+
+
+def _tool_calls(raw: Any, where: str) -> tuple[harmony.ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InputError(where, 'must be a list of {"name", "arguments"} objects')
+    calls = []
+    for index, call in enumerate(raw):
+        name = call.get("name") if isinstance(call, dict) else None
+        arguments = call.get("arguments") if isinstance(call, dict) else None
+        if not isinstance(name, str) or not isinstance(arguments, str):
+            raise InputError(f"{where}[{index}]", 'must be {"name": string, "arguments": JSON text}')
+        calls.append(harmony.ToolCall(name, arguments))
+    return tuple(calls)
+
+
+def parse_tools(text: str | None) -> tuple[harmony.ToolDefinition, ...]:
+    if not text:
+        return ()
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise InputError(schema.TOOLS, f"is not valid JSON ({error})") from error
+    if not isinstance(raw, list):
+        raise InputError(schema.TOOLS, 'must be a JSON list of {"name", "description", "parameters"} objects')
+    tools = []
+    for index, tool in enumerate(raw):
+        where = f"{schema.TOOLS}[{index}]"
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise InputError(f"{where}.name", "a tool needs a name")
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InputError(f"{where}.parameters", "must be a JSON schema object")
+        tools.append(harmony.ToolDefinition(tool["name"], str(tool.get("description") or ""), parameters))
+    return tuple(tools)
+
+
+def parse_guided(text: str | None) -> Any:
+    """The structured-output constraint (see `gptoss_runtime.engine.guided`), or None."""
+    if not text:
+        return None
+    from gptoss_runtime.engine.guided import GuidedDecodingError, parse_guided_json
+
+    try:
+        return parse_guided_json(text)
+    except GuidedDecodingError as error:
+        raise InputError(schema.GUIDED, str(error)) from error
 
 
 def _scalar_text(get: InputGetter, name: str) -> str | None:
@@ -217,13 +297,11 @@ class GenerationService:
         metrics: MetricsSink,
         *,
         max_seq_len: int,
-        cancel_poll_seconds: float = CANCEL_POLL_SECONDS,
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
         self._metrics = metrics
         self._max_seq_len = max_seq_len
-        self._cancel_poll_seconds = cancel_poll_seconds
         self._stop_token_ids = tuple(harmony.stop_token_ids(tokenizer))
 
     @property
@@ -232,20 +310,30 @@ class GenerationService:
 
     def render(self, request: ModelRequest) -> list[int]:
         try:
-            prompt = harmony.render_prompt(list(request.messages), request.reasoning_effort, self._tokenizer)
+            prompt = (
+                self._tokenizer.encode(request.raw_prompt)
+                if request.raw_prompt is not None
+                else harmony.render_prompt(
+                    list(request.messages),
+                    request.reasoning_effort,
+                    self._tokenizer,
+                    tools=request.tools,
+                    current_date=request.current_date or datetime.datetime.now(datetime.UTC).date().isoformat(),
+                )
+            )
         except harmony.HarmonyError as error:
             raise InputError(schema.MESSAGES, str(error)) from error
         if len(prompt) >= self._max_seq_len:
             raise InputError(
                 schema.MESSAGES,
                 f"the prompt has {len(prompt)} tokens; this deployment takes at most {self._max_seq_len - 1}",
+                CONTEXT_LENGTH_EXCEEDED,
             )
         return prompt
 
-    async def stream(
-        self, request_id: str, request: ModelRequest, is_cancelled: Callable[[], bool]
-    ) -> AsyncIterator[StepOutput]:
-        """Steps of the completion; raises `InputError` before the first step if the prompt is too long."""
+    async def stream(self, request_id: str, request: ModelRequest) -> AsyncIterator[StepOutput]:
+        """Steps of the completion; raises `InputError` if the prompt is too long or the engine refuses the
+        request, and `asyncio.CancelledError` (counted as cancelled) when its task is cancelled."""
         prompt = self.render(request)
         sampling = SamplingParams(
             max_tokens=request.max_tokens,
@@ -253,16 +341,19 @@ class GenerationService:
             top_p=request.top_p,
             seed=request.seed,
             stop_token_ids=self._stop_token_ids,
+            guided=request.guided,
         )
         chunks = self._engine.generate(GenerationRequest(request_id, prompt, sampling))
         self._metrics.prompt_tokens(len(prompt))
         self._metrics.refresh(self._engine.stats())
         outcome = OUTCOME_ERROR
         try:
-            async for step in self._steps(chunks, len(prompt), request.stop, is_cancelled):
+            async for step in self._steps(chunks, len(prompt), request.stop, raw=request.raw_prompt is not None):
                 yield step
             outcome = OUTCOME_SUCCESS
-        except (ClientCancelledError, asyncio.CancelledError):
+        except EngineRequestError as error:
+            raise InputError(schema.MESSAGES, str(error), error.code) from error
+        except (ClientCancelledError, asyncio.CancelledError, GeneratorExit):
             outcome = OUTCOME_CANCELLED
             raise
         finally:
@@ -275,13 +366,16 @@ class GenerationService:
         chunks: AsyncIterator[TokenChunk],
         prompt_tokens: int,
         stops: Sequence[str],
-        is_cancelled: Callable[[], bool],
+        *,
+        raw: bool = False,
     ) -> AsyncIterator[StepOutput]:
-        parser = harmony.HarmonyStreamParser(self._tokenizer)
+        parser: harmony.HarmonyStreamParser | harmony.RawTextParser = (
+            harmony.RawTextParser(self._tokenizer) if raw else harmony.HarmonyStreamParser(self._tokenizer)
+        )
         matcher = StopMatcher(stops)
         started = time.monotonic()
         generated = 0
-        async for chunk in _until_cancelled(chunks, is_cancelled, self._cancel_poll_seconds):
+        async for chunk in chunks:
             if chunk.token_ids:
                 if generated == 0:
                     self._metrics.time_to_first_token(time.monotonic() - started)
@@ -293,7 +387,7 @@ class GenerationService:
             for delta in deltas:
                 text = matcher.feed(delta.text) if delta.channel == _ANSWER_CHANNEL else delta.text
                 if text:
-                    yield StepOutput(text, delta.channel, prompt_tokens, generated)
+                    yield StepOutput(text, channel_label(delta), prompt_tokens, generated)
                 if matcher.stopped:
                     yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
                     return
@@ -304,6 +398,11 @@ class GenerationService:
                 yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, chunk.finish_reason)
                 return
         yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
+
+
+def channel_label(delta: harmony.ChannelDelta) -> str:
+    """The `channel` output: the channel, and for a message to a tool ` to=<recipient>` (see schema)."""
+    return f"{delta.channel} to={delta.recipient}" if delta.recipient else delta.channel
 
 
 async def gathered(steps: AsyncIterator[StepOutput]) -> AsyncIterator[StepOutput]:
@@ -319,29 +418,6 @@ async def gathered(steps: AsyncIterator[StepOutput]) -> AsyncIterator[StepOutput
             runs.append(step)
     for run in runs:
         yield run
-
-
-async def _until_cancelled(
-    chunks: AsyncIterator[TokenChunk], is_cancelled: Callable[[], bool], poll_seconds: float
-) -> AsyncIterator[TokenChunk]:
-    """The engine's chunks, checking `is_cancelled` at most every `poll_seconds` (each check is a
-    round trip to the server) and whenever the engine is slower than that."""
-    last_check = time.monotonic()
-    while True:
-        next_chunk = asyncio.ensure_future(anext(chunks))
-        while not next_chunk.done():
-            await asyncio.wait((next_chunk,), timeout=poll_seconds)
-            if not next_chunk.done() or time.monotonic() - last_check >= poll_seconds:
-                last_check = time.monotonic()
-                if is_cancelled():
-                    next_chunk.cancel()
-                    await asyncio.gather(next_chunk, return_exceptions=True)
-                    raise ClientCancelledError
-        try:
-            chunk = next_chunk.result()
-        except StopAsyncIteration:
-            return
-        yield chunk
 
 
 async def _aclose(chunks: AsyncIterator[TokenChunk]) -> None:

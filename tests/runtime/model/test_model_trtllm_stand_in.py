@@ -75,6 +75,8 @@ def test_trtllm_stand_in_plan_maps_to_llm_arguments() -> None:
         "max_seq_len": 8192,
         "max_batch_size": 64,
         "max_num_tokens": 20000,
+        "enable_chunked_prefill": False,
+        "stream_interval": 1,
         "moe_config": {"backend": "TRITON"},
         "kv_cache_config": {"free_gpu_memory_fraction": 0.85, "dtype": "auto"},
         "cuda_graph_config": {"enable_padding": True, "batch_sizes": [1, 2, 4, 8, 16, 32, 64]},

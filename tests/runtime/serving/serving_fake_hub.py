@@ -1,19 +1,19 @@
-"""A local stand-in for the Hugging Face Hub: the few HTTP endpoints `snapshot_download` uses.
+"""The project's Hub mirror (`gptoss_runtime.mirror`) with faults to inject, for the fetcher's tests.
 
-Serves one repository at one commit from a folder: revision info, the recursive file tree, and
-`resolve` (HEAD and GET with Range). It records every request, and can fail every request or chosen files, or cut
-the first download of chosen files in the middle (to exercise resume).
+Serves one repository at one given commit from a folder (`files_dir` may be swapped while it runs). It
+records every request, and can fail every request or chosen files, or cut the first download of chosen
+files in the middle (to exercise resume). Everything else is the real mirror's behaviour.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from gptoss_runtime.mirror import HubMirror, MirrorError, MirrorRequestHandler, MirrorServer
 
 
 @dataclass
@@ -22,6 +22,50 @@ class HubRequest:
     path: str
     range: str | None
     authorization: str | None
+
+
+class _OneRepoMirror(HubMirror):
+    """The mirror's answers for `hub.repo` only, from `hub.files_dir`, at the fixed `hub.commit`."""
+
+    def __init__(self, hub: FakeHub) -> None:
+        super().__init__(hub.files_dir)
+        self.hub = hub
+
+    def repo_dir(self, repo_id: str) -> Path | None:
+        return self.hub.files_dir if repo_id == self.hub.repo else None
+
+    def commit(self, repo_dir: Path) -> str:
+        return self.hub.commit
+
+
+class _FaultyHandler(MirrorRequestHandler):
+    @property
+    def hub(self) -> FakeHub:
+        hub: FakeHub = self.server.hub  # type: ignore[attr-defined]
+        return hub
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+    def respond(self, *, head: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        hub = self.hub
+        hub.requests.append(
+            HubRequest(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
+        )
+        resolved_file = path.partition(f"/{hub.repo}/resolve/")[2].partition("/")[2]
+        if hub.fail_all or (resolved_file and resolved_file in hub.fail_paths):
+            self.send_error_json(MirrorError(hub.fail_status, "ServerError", "server error"), head=head)
+            return
+        super().respond(head=head)
+
+    def file_chunks(self, name: str, path: Path, first: int, length: int) -> Iterator[bytes]:
+        if name not in self.hub.cut_once or first != 0:
+            yield from super().file_chunks(name, path, first, length)
+            return
+        self.hub.cut_once.discard(name)
+        yield b"".join(super().file_chunks(name, path, first, length))[: length // 2]
+        self.close_connection = True  # the client got half of what Content-Length promised
 
 
 @dataclass
@@ -36,35 +80,19 @@ class FakeHub:
     # 501: a server error that huggingface_hub does not retry by itself (it retries 5xx such as 500 for
     # about 20 s), so that the tests exercise the fetcher's own retries quickly.
     fail_status: int = 501
-    _server: ThreadingHTTPServer | None = None
+    _server: MirrorServer | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def files(self) -> list[str]:
-        return sorted(
-            path.relative_to(self.files_dir).as_posix() for path in self.files_dir.rglob("*") if path.is_file()
-        )
+        return _OneRepoMirror(self).files(self.files_dir)
 
     def start(self) -> FakeHub:
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def do_GET(self) -> None:
-                hub._handle(self, head=False)
-
-            def do_HEAD(self) -> None:
-                hub._handle(self, head=True)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = MirrorServer(_OneRepoMirror(self), ("127.0.0.1", 0), _FaultyHandler)
+        self._server.hub = self  # type: ignore[attr-defined]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -72,87 +100,3 @@ class FakeHub:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-
-    # --- request handling --------------------------------------------------------------------------
-
-    def _handle(self, handler: BaseHTTPRequestHandler, *, head: bool) -> None:
-        path = unquote(urlsplit(handler.path).path)
-        self.requests.append(
-            HubRequest(handler.command, path, handler.headers.get("Range"), handler.headers.get("Authorization"))
-        )
-        if self.fail_all:
-            self._send_json(handler, {"error": "server error"}, status=self.fail_status, head=head)
-            return
-        api_prefix = f"/api/models/{self.repo}/"
-        resolve_prefix = f"/{self.repo}/resolve/"
-        if path.startswith(api_prefix + "revision/"):
-            self._send_json(handler, self._revision_info(), head=head)
-        elif path.startswith(api_prefix + "tree/"):
-            self._send_json(handler, self._tree(), head=head)
-        elif path.startswith(resolve_prefix):
-            _revision, _, file_path = path[len(resolve_prefix) :].partition("/")
-            if file_path in self.fail_paths:
-                self._send_json(handler, {"error": "server error"}, status=self.fail_status, head=head)
-                return
-            self._send_file(handler, file_path, head=head)
-        else:
-            self._send_json(handler, {"error": f"not found: {path}"}, status=404, head=head)
-
-    def _revision_info(self) -> dict[str, object]:
-        return {
-            "id": self.repo,
-            "modelId": self.repo,
-            "sha": self.commit,
-            "siblings": [{"rfilename": name} for name in self.files()],
-        }
-
-    def _tree(self) -> list[dict[str, object]]:
-        entries: list[dict[str, object]] = []
-        for name in self.files():
-            data = (self.files_dir / name).read_bytes()
-            entries.append({"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
-        return entries
-
-    def _send_json(
-        self, handler: BaseHTTPRequestHandler, value: object, *, status: int = 200, head: bool = False
-    ) -> None:
-        body = json.dumps(value).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.send_header("X-Repo-Commit", self.commit)
-        handler.end_headers()
-        if not head:
-            handler.wfile.write(body)
-
-    def _send_file(self, handler: BaseHTTPRequestHandler, name: str, *, head: bool) -> None:
-        path = self.files_dir / name
-        if not path.is_file():
-            handler.send_response(404)
-            handler.send_header("X-Error-Code", "EntryNotFound")
-            handler.send_header("Content-Length", "0")
-            handler.end_headers()
-            return
-        data = path.read_bytes()
-        start = 0
-        requested = handler.headers.get("Range")
-        if requested and requested.startswith("bytes="):
-            start = int(requested[len("bytes=") :].split("-", 1)[0] or 0)
-        body = data[start:]
-        handler.send_response(206 if start else 200)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        handler.send_header("X-Repo-Commit", self.commit)
-        handler.send_header("Accept-Ranges", "bytes")
-        if start:
-            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        handler.end_headers()
-        if head:
-            return
-        if name in self.cut_once and not start:
-            self.cut_once.discard(name)
-            handler.wfile.write(body[: len(body) // 2])
-            handler.wfile.flush()
-            handler.close_connection = True
-            return
-        handler.wfile.write(body)

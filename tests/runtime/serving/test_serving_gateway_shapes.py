@@ -84,7 +84,8 @@ async def test_non_streaming_chat_asks_triton_for_gathered_text() -> None:
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Hi there",
-        "reasoning_content": "Think more.",
+        "reasoning": "Think more.",  # current vLLM's name
+        "reasoning_content": "Think more.",  # the earlier name, still read by clients
     }
     assert body["usage"] == {
         "prompt_tokens": 50,

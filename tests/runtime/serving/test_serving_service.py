@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from gptoss_runtime.engine.base import EngineRequestError, GenerationRequest, SamplingParams, TokenChunk
 from gptoss_runtime.harmony import ChatMessage
 from gptoss_runtime.metrics import RecordingMetrics
 from gptoss_runtime.tokenizer import Tokenizer
 from gptoss_runtime.triton_model.scripted import DEFAULT_ANALYSIS, DEFAULT_FINAL, ENDLESS_TRIGGER, ScriptedEngine
 from gptoss_runtime.triton_model.service import (
-    ClientCancelledError,
     GenerationService,
     InputError,
     ModelRequest,
@@ -111,7 +112,7 @@ async def test_service_separates_channels_and_counts(tokenizer: Tokenizer) -> No
     metrics = RecordingMetrics()
     service = GenerationService(ScriptedEngine.from_options(tokenizer, {}), tokenizer, metrics, max_seq_len=1024)
 
-    steps = [step async for step in service.stream("r1", parse(text_input="Hi"), lambda: False)]
+    steps = [step async for step in service.stream("r1", parse(text_input="Hi"))]
 
     assert "".join(s.text for s in steps if s.channel == "analysis") == DEFAULT_ANALYSIS
     assert "".join(s.text for s in steps if s.channel == "final") == DEFAULT_FINAL
@@ -121,18 +122,24 @@ async def test_service_separates_channels_and_counts(tokenizer: Tokenizer) -> No
     assert len(metrics.first_token_seconds) == 1
 
 
-async def test_service_cancels_the_engine_request_when_the_client_is_gone(tokenizer: Tokenizer) -> None:
+async def test_service_cancels_the_engine_request_when_its_task_is_cancelled(tokenizer: Tokenizer) -> None:
     metrics = RecordingMetrics()
     engine = ScriptedEngine.from_options(tokenizer, {"scripted_token_delay_s": 0.01})
-    service = GenerationService(engine, tokenizer, metrics, max_seq_len=4096, cancel_poll_seconds=0.01)
-    client_gone = asyncio.Event()
+    service = GenerationService(engine, tokenizer, metrics, max_seq_len=4096)
+    three_steps = asyncio.Event()
 
-    received = 0
-    with pytest.raises(ClientCancelledError):
-        async for _ in service.stream("r2", parse(text_input=ENDLESS_TRIGGER, max_tokens=900), client_gone.is_set):
+    async def consume() -> None:
+        received = 0
+        async for _ in service.stream("r2", parse(text_input=ENDLESS_TRIGGER, max_tokens=900)):
             received += 1
             if received == 3:
-                client_gone.set()
+                three_steps.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(three_steps.wait(), 30)
+    task.cancel()  # what the model's cancellation sweep does when the client has gone
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
     assert engine.cancelled_request_ids == ["r2"]
     assert engine.stats().requests_running == 0
@@ -144,6 +151,37 @@ async def test_a_prompt_longer_than_the_model_takes_is_refused(tokenizer: Tokeni
         ScriptedEngine.from_options(tokenizer, {}), tokenizer, RecordingMetrics(), max_seq_len=16
     )
 
-    with pytest.raises(InputError, match="prompt has"):
-        async for _ in service.stream("r3", parse(text_input="Hi"), lambda: False):
+    with pytest.raises(InputError, match="prompt has") as refused:
+        async for _ in service.stream("r3", parse(text_input="Hi")):
             pass
+    assert refused.value.code == "context_length_exceeded"
+    assert str(refused.value).endswith("[code: context_length_exceeded]")
+
+
+class RefusingEngine(ScriptedEngine):
+    """Refuses every request the way TrtllmEngine maps a TensorRT-LLM request error."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        raise EngineRequestError("prompt length exceeds max_num_tokens", "context_length_exceeded")
+        yield TokenChunk([])  # pragma: no cover (makes this an async generator)
+
+
+async def test_an_engine_refusal_is_an_input_error_with_its_code(tokenizer: Tokenizer) -> None:
+    metrics = RecordingMetrics()
+    service = GenerationService(RefusingEngine([1]), tokenizer, metrics, max_seq_len=4096)
+
+    with pytest.raises(InputError, match="max_num_tokens") as refused:
+        async for _ in service.stream("r4", parse(text_input="Hi")):
+            pass
+    assert (refused.value.field, refused.value.code) == ("messages", "context_length_exceeded")
+    assert metrics.outcomes["error"] == 1
+
+
+async def test_scripted_engine_streams_in_chunks_of_stream_interval(tokenizer: Tokenizer) -> None:
+    engine = ScriptedEngine.from_options(tokenizer, {"stream_interval": 4, "scripted_tokens_per_s": 10_000})
+    request = GenerationRequest("r5", [1, 2], SamplingParams(max_tokens=10))
+    chunks = [chunk async for chunk in engine.generate(request)]
+
+    assert [len(chunk.token_ids) for chunk in chunks] == [4, 4, 2]
+    assert chunks[-1].finish_reason == "length"
+    assert engine.stats().generated_tokens_total == 10

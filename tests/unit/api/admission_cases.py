@@ -65,13 +65,27 @@ def _case(case_id: str, field: str, *, name: str = "bad", **spec: Any) -> Invali
 
 _AUTOSCALING_ON = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
 
+
+def _cache(**cache: Any) -> dict[str, Any]:
+    """A `weights` value with these cache fields."""
+    return {"cache": cache}
+
+
+def _update(case_id: str, field: str, old_weights: dict[str, Any], new_weights: dict[str, Any]) -> InvalidCase:
+    """An update of a gpt-oss-20b from `old_weights` to `new_weights` (its own name, so e2e cases never meet)."""
+    old, new = custom_resource(case_id), custom_resource(case_id)
+    old["spec"]["weights"], new["spec"]["weights"] = old_weights, new_weights
+    return InvalidCase(case_id, new, field, old=old)
+
+
 INVALID_CASES: tuple[InvalidCase, ...] = (
     # --- required, enums, unknown fields
     _case("missing-model", "spec.model", model=DELETE),
     _case("unknown-model", "spec.model", model="gpt-oss-7b"),
     _case("unknown-field-gpus", "spec.gpus", gpus=2),
     _case("unknown-nested-field", "spec.engine.maxSeqLength", engine={"maxSeqLength": 8192}),
-    _case("bad-moe-backend", "spec.engine.moeBackend", engine={"moeBackend": "TRTLLM"}),
+    _case("bad-moe-backend", "spec.engine.moeBackend", engine={"moeBackend": "DEEPGEMM"}),
+    _case("bad-gpu-architecture", "spec.gpu.architecture", gpu={"architecture": "ampere"}),
     _case("bad-kv-cache-dtype", "spec.engine.kvCacheDtype", engine={"kvCacheDtype": "fp4"}),
     _case("bad-autoscaling-mode", "spec.autoscaling.mode", autoscaling={"mode": "vpa"}),
     _case("bad-reasoning-effort", "spec.serving.reasoningEffort", serving={"reasoningEffort": "extreme"}),
@@ -120,6 +134,8 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         weights={"existingClaim": {"claimName": "models", "subPath": "/data"}},
     ),
     _case("bad-gpu-product", "spec.gpu.product", gpu={"product": "NVIDIA H100"}),
+    _case("bad-mig-profile", "spec.gpu.migProfile", gpu={"migProfile": "3g40gb"}),
+    _case("gpu-memory-too-small", "spec.gpu.memoryGiB", gpu={"product": "ACME-X1", "memoryGiB": 4}),
     _case(
         "bad-allowed-namespace",
         "spec.networkPolicy.allowedNamespaces[0]",
@@ -162,6 +178,14 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         weights={"huggingFace": {"repo": "openai/gpt-oss-20b"}, "existingClaim": {"claimName": "models"}},
     ),
     _case(
+        "responses-store-url-and-secret",
+        "spec.serving.responsesStore",
+        serving={"responsesStore": {"url": "redis://r:6379/0", "urlSecretRef": {"name": "s", "key": "url"}}},
+    ),
+    _case(
+        "responses-store-not-redis", "spec.serving.responsesStore.url", serving={"responsesStore": {"url": "http://r"}}
+    ),
+    _case(
         "sub-path-escapes-volume",
         "spec.weights.existingClaim.subPath",
         weights={"existingClaim": {"claimName": "models", "subPath": "models/../../etc"}},
@@ -191,6 +215,27 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.model",
         old=custom_resource("immutable"),
     ),
+    # --- GPUs and the weights cache (docs/gpus.md)
+    _case("two-mig-slices", "spec.gpu.count", model="gpt-oss-120b", gpu={"migProfile": "7g.141gb", "count": 2}),
+    _case("read-only-cache", "spec.weights.cache.accessMode", weights={"cache": {"accessMode": "ReadOnlyMany"}}),
+    _case("rwo-cache-two-replicas", "spec.replicas", replicas=2, weights=_cache(accessMode="ReadWriteOnce")),
+    _case(
+        "rwop-cache-autoscaling-to-three",
+        "spec.replicas",
+        weights=_cache(accessMode="ReadWriteOncePod"),
+        autoscaling=_AUTOSCALING_ON,
+    ),
+    _update("cache-access-mode-changed", "spec.weights.cache.accessMode", {}, _cache(accessMode="ReadWriteOnce")),
+    _update("cache-storage-class-set", "spec.weights.cache.storageClassName", {}, _cache(storageClassName="fast")),
+    _update(
+        "cache-storage-class-changed",
+        "spec.weights.cache.storageClassName",
+        _cache(storageClassName="standard"),
+        _cache(storageClassName="fast"),
+    ),
+    _update("cache-size-shrunk", "spec.weights.cache.size", _cache(size="100Gi"), _cache(size="99Gi")),
+    _update("cache-size-below-default", "spec.weights.cache.size", {}, _cache(size="20Gi")),
+    _update("cache-size-left-out-after-growing", "spec.weights.cache.size", _cache(size="1Ti"), {}),
 )
 
 

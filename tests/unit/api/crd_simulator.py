@@ -20,6 +20,8 @@ from typing import Any
 
 import celpy
 
+from gptoss_operator.api import parse_quantity
+
 Schema = Mapping[str, Any]
 
 
@@ -183,10 +185,23 @@ def _validate_object(schema: Schema, value: Mapping[str, Any], path: str, errors
 
 
 # ------------------------------------------------------------------------------------------- CEL rules
+def _quantity(text: Any) -> celpy.celtypes.DoubleType:
+    """Kubernetes' CEL `quantity()` (missing from cel-python), as a number of base units."""
+    return celpy.celtypes.DoubleType(float(parse_quantity(str(text))))
+
+
+def _is_less_than(left: Any, right: Any) -> celpy.celtypes.BoolType:
+    """`quantity(a).isLessThan(quantity(b))` of the same library."""
+    return celpy.celtypes.BoolType(left < right)
+
+
+KUBERNETES_FUNCTIONS = {"quantity": _quantity, "isLessThan": _is_less_than}
+
+
 @cache
 def _program(rule: str) -> Any:
     environment = celpy.Environment()
-    return environment.program(environment.compile(rule))
+    return environment.program(environment.compile(rule), functions=KUBERNETES_FUNCTIONS)
 
 
 def evaluate_rule(rule: str, self_value: Any, old_value: Any = None) -> bool:

@@ -12,7 +12,7 @@ from admission_cases import INVALID_CASES, SAMPLE_NAMES, InvalidCase, custom_res
 from crd_simulator import admit, evaluate_rule, iter_rules
 from pydantic import ValidationError
 
-from gptoss_operator import api, crd
+from gptoss_operator import api, catalog, crd
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda case: case.id)
@@ -135,6 +135,45 @@ RULE_CASES: list[tuple[dict[str, Any], list[Any], list[Any]]] = [
         [{"key": "a", "tolerationSeconds": 30}, {"key": "a", "effect": "NoSchedule", "tolerationSeconds": 30}],
     ),
     (
+        api.CEL_MIG_ONE_SLICE,
+        [{}, {"count": 2}, {"migProfile": "3g.40gb"}, {"migProfile": "3g.40gb", "count": 1}],
+        [{"migProfile": "7g.141gb", "count": 2}],
+    ),
+    (
+        api.CEL_CACHE_NOT_READ_ONLY,
+        [{}, {"accessMode": "ReadWriteMany"}, {"accessMode": "ReadWriteOncePod"}],
+        [{"accessMode": "ReadOnlyMany"}],
+    ),
+    (
+        api.CEL_SINGLE_NODE_CACHE_ONE_REPLICA,
+        [
+            {"replicas": 5},
+            {"replicas": 1, "weights": {"cache": {"accessMode": "ReadWriteOnce"}}},
+            {"replicas": 0, "weights": {"cache": {"accessMode": "ReadWriteOncePod"}}},
+            {"replicas": 4, "weights": {"cache": {"accessMode": "ReadWriteMany"}}},
+            {"replicas": 3, "weights": {"existingClaim": {"claimName": "m"}, "cache": {"accessMode": "ReadWriteOnce"}}},
+            {
+                "replicas": 1,
+                "weights": {"cache": {"accessMode": "ReadWriteOnce"}},
+                "autoscaling": {"enabled": False, "maxReplicas": 4},
+            },
+            {
+                "replicas": 1,
+                "weights": {"cache": {"accessMode": "ReadWriteOnce"}},
+                "autoscaling": {"enabled": True, "maxReplicas": 1},
+            },
+        ],
+        [
+            {"replicas": 2, "weights": {"cache": {"accessMode": "ReadWriteOnce"}}},
+            {"replicas": 2, "weights": {"cache": {"accessMode": "ReadWriteOncePod"}}},
+            {
+                "replicas": 1,
+                "weights": {"cache": {"accessMode": "ReadWriteOnce"}},
+                "autoscaling": {"enabled": True, "maxReplicas": 2},
+            },
+        ],
+    ),
+    (
         crd.CEL_NAME_IS_DNS_LABEL,
         [{"metadata": {"name": "gpt-oss-20b"}}, {"metadata": {"name": "a"}}, {"metadata": {"name": "g0-1"}}],
         [
@@ -199,3 +238,103 @@ def test_schema_rejections_agree_with_the_pydantic_models(case: InvalidCase) -> 
     locations = {"spec." + ".".join(str(part) for part in error["loc"]) for error in caught.value.errors()}
     wanted = case.field.replace("[", ".").replace("]", "")
     assert any(location.startswith(wanted) or wanted.startswith(location) for location in locations), locations
+
+
+# ------------------------------------------------------------------------------ the cache's transitions
+def _spec(model: str = "gpt-oss-20b", **weights: Any) -> dict[str, Any]:
+    return {"model": model, "weights": weights} if weights else {"model": model}
+
+
+# (rule, (old spec, new spec) pairs it admits, pairs it refuses)
+TRANSITION_CASES: list[tuple[dict[str, Any], list[tuple[Any, Any]], list[tuple[Any, Any]]]] = [
+    (
+        api.CEL_CACHE_ACCESS_MODE_IMMUTABLE,
+        [
+            (_spec(), _spec()),
+            (_spec(), _spec(cache={"accessMode": "ReadWriteMany"})),  # the default, now written out
+            (_spec(), _spec(existingClaim={"claimName": "m"}, cache={"accessMode": "ReadWriteOnce"})),
+            (_spec(existingClaim={"claimName": "m"}), _spec(cache={"accessMode": "ReadWriteOnce"})),
+        ],
+        [
+            (_spec(), _spec(cache={"accessMode": "ReadWriteOnce"})),
+            (_spec(cache={"accessMode": "ReadWriteOnce"}), _spec(cache={"accessMode": "ReadWriteOncePod"})),
+        ],
+    ),
+    (
+        api.CEL_CACHE_STORAGE_CLASS_IMMUTABLE,
+        [
+            (_spec(cache={"storageClassName": "fast"}), _spec(cache={"storageClassName": "fast", "size": "90Gi"})),
+            (_spec(existingClaim={"claimName": "m"}), _spec(cache={"storageClassName": "fast"})),
+        ],
+        [
+            (_spec(), _spec(cache={"storageClassName": "fast"})),
+            (_spec(cache={"storageClassName": "fast"}), _spec()),
+            (_spec(cache={"storageClassName": "fast"}), _spec(cache={"storageClassName": "slow"})),
+        ],
+    ),
+    (
+        api.CEL_CACHE_SIZE_NO_SHRINK,
+        [
+            (_spec(), _spec()),
+            (_spec(), _spec(cache={"size": "40Gi"})),  # gpt-oss-20b's default size, written out
+            (_spec(cache={"size": "100Gi"}), _spec(cache={"size": "200Gi"})),
+            (_spec(cache={"size": "1Ti"}), _spec(cache={"size": "1024Gi"})),  # equal in another unit
+            (_spec(cache={"size": "100G"}), _spec(cache={"size": "93.2Gi"})),  # 100 GB < 93.2 GiB
+            (_spec("gpt-oss-120b"), _spec("gpt-oss-120b", cache={"size": "150Gi"})),
+            (_spec(cache={"size": "500Gi"}), _spec(existingClaim={"claimName": "m"})),
+        ],
+        [
+            (_spec(cache={"size": "100Gi"}), _spec(cache={"size": "99Gi"})),
+            (_spec(cache={"size": "100Gi"}), _spec(cache={"size": "100G"})),  # 100 GB is less than 100 GiB
+            (_spec(), _spec(cache={"size": "39Gi"})),
+            (_spec("gpt-oss-120b"), _spec("gpt-oss-120b", cache={"size": "100Gi"})),
+            (_spec(cache={"size": "1Ti"}), _spec()),  # leaving it out falls back to the smaller default
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "admitted", "refused"), TRANSITION_CASES, ids=lambda v: str(v)[:40])
+def test_each_cache_transition_rule_admits_and_refuses(
+    rule: dict[str, Any], admitted: list[tuple[Any, Any]], refused: list[tuple[Any, Any]]
+) -> None:
+    text = str(rule["rule"])
+    assert [evaluate_rule(text, new, old) for old, new in admitted] == [True] * len(admitted)
+    assert [evaluate_rule(text, new, old) for old, new in refused] == [False] * len(refused)
+
+
+def test_the_cache_rules_are_transition_rules_of_the_spec(schema: dict[str, Any]) -> None:
+    """They compare with oldSelf, so they run on updates only, where both objects exist (spec always does)."""
+    spec_rules = [rule["rule"] for rule in schema["properties"]["spec"]["x-kubernetes-validations"]]
+    for rule in api.CACHE_TRANSITION_RULES:
+        assert rule["rule"] in spec_rules
+        assert "oldSelf" in str(rule["rule"])
+
+
+def test_the_size_rule_defaults_to_the_catalogs_sizes() -> None:
+    rule = str(api.CEL_CACHE_SIZE_NO_SHRINK["rule"])
+    for model in ("gpt-oss-20b", "gpt-oss-120b"):
+        assert f"'{catalog.MODELS[model].default_cache_size}'" in rule
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("40Gi", 40 * 1024**3), ("1.5Ti", 3 * 1024**4 // 2), ("100G", 100 * 10**9), ("7", 7), ("2k", 2000)],
+)
+def test_quantities_parse_as_kubernetes_reads_them(text: str, value: int) -> None:
+    assert api.parse_quantity(text) == value
+
+
+def test_a_quantity_of_another_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        api.parse_quantity("40GB")
+
+
+# What the API server accepts in a rule (apiextensions validation: supportedValidationReason); anything else
+# makes the whole CRD invalid.
+SUPPORTED_REASONS = {"FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"}
+
+
+def test_every_rule_reason_is_one_the_api_server_accepts(schema: dict[str, Any]) -> None:
+    reasons = {rule["reason"] for _, rule in iter_rules(schema) if "reason" in rule}
+    assert reasons <= SUPPORTED_REASONS

@@ -76,7 +76,7 @@ def test_unknown_fields_are_rejected_naming_the_field(fields: dict[str, Any], lo
     ("fields", "location"),
     [
         ({"model": "gpt-oss-7b"}, "model"),
-        ({"engine": {"moeBackend": "TRTLLM"}}, "engine.moeBackend"),
+        ({"engine": {"moeBackend": "DEEPGEMM"}}, "engine.moeBackend"),
         ({"engine": {"kvCacheDtype": "fp4"}}, "engine.kvCacheDtype"),
         ({"serving": {"reasoningEffort": "extreme"}}, "serving.reasoningEffort"),
         ({"autoscaling": {"mode": "vpa"}}, "autoscaling.mode"),

@@ -130,6 +130,21 @@ NEAR_MISSES: list[tuple[str, dict[str, Any]]] = [
     ("one-letter-name", custom_resource("a")),
     ("longest-name", custom_resource("g" * crd.MAX_NAME_LENGTH)),
     ("name-with-digits", custom_resource("g0-1")),
+    ("20b-on-a-mig-slice", custom_resource(gpu={"migProfile": "3g.40gb", "count": 1})),
+    ("custom-gpu", custom_resource(gpu={"product": "ACME-X1", "memoryGiB": 96, "architecture": "blackwell"})),
+    ("gpu-node-selector", custom_resource(gpu={"nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100"}})),
+    ("trtllm-moe-backend", custom_resource(gpu={"product": "NVIDIA-B200"}, engine={"moeBackend": "TRTLLM"})),
+    ("rwo-cache-one-replica", custom_resource(weights={"cache": {"accessMode": "ReadWriteOnce"}})),
+    (
+        "rwop-cache-autoscaling-off",
+        custom_resource(weights={"cache": {"accessMode": "ReadWriteOncePod"}}, autoscaling={"maxReplicas": 4}),
+    ),
+    (
+        "rwo-cache-unused-with-a-claim",
+        custom_resource(
+            replicas=3, weights={"existingClaim": {"claimName": "m"}, "cache": {"accessMode": "ReadWriteOnce"}}
+        ),
+    ),
 ]
 
 
@@ -148,6 +163,26 @@ def test_samples_pass_the_mirrors(file_name: str) -> None:
 
 def test_an_update_that_keeps_the_model_passes() -> None:
     old, new = custom_resource("m", replicas=1), custom_resource("m", replicas=3)
+    assert _errors_of(new, old) == []
+
+
+# Updates the API server admits next to the cache's transition rules: (old weights, new weights).
+UPDATE_NEAR_MISSES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("cache-grows", {"cache": {"size": "100Gi"}}, {"cache": {"size": "101Gi"}}),
+    ("cache-default-written-out", {}, {"cache": {"size": "40Gi", "accessMode": "ReadWriteMany"}}),
+    ("cache-same-size-other-unit", {"cache": {"size": "1Ti"}}, {"cache": {"size": "1024Gi"}}),
+    ("cache-to-existing-claim", {"cache": {"storageClassName": "a"}}, {"existingClaim": {"claimName": "m"}}),
+    ("existing-claim-to-cache", {"existingClaim": {"claimName": "m"}}, {"cache": {"accessMode": "ReadWriteOnce"}}),
+]
+
+
+@pytest.mark.parametrize(("case_id", "old_weights", "new_weights"), UPDATE_NEAR_MISSES, ids=lambda v: str(v)[:30])
+def test_updates_next_to_a_transition_rule_pass_admission_and_the_models(
+    schema: dict[str, Any], case_id: str, old_weights: dict[str, Any], new_weights: dict[str, Any]
+) -> None:
+    old, new = custom_resource(case_id, weights=old_weights), custom_resource(case_id, weights=new_weights)
+
+    assert admit(schema, new, old).errors == [], f"{case_id}: the table is wrong, admission refuses it"
     assert _errors_of(new, old) == []
 
 
@@ -185,6 +220,10 @@ CLI_CASE_IDS = [
     "name-too-long",
     "name-starts-with-digit",
     "duplicate-pull-secret",
+    "two-mig-slices",
+    "read-only-cache",
+    "rwo-cache-two-replicas",
+    "rwop-cache-autoscaling-to-three",
 ]
 
 

@@ -373,6 +373,21 @@ async def test_status_conflict_is_retried_on_a_fresh_read() -> None:
     assert api.body()["status"]["autoscaling"]["decisions"][-1]["toReplicas"] == 3
 
 
+async def test_no_scale_when_the_decision_could_not_be_recorded() -> None:
+    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)], conflicts=100)
+    outcomes = await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
+    assert outcomes == []  # this deployment's round failed (logged); the others go on
+    assert api.scaled == []
+
+
+async def test_a_status_from_a_future_version_does_not_stop_the_autoscaler() -> None:
+    body = deployment(1)
+    body["status"] = {"conditions": None, "autoscaling": "from the future", "shards": [1]}
+    api = FakeApi([body], [gpu_node("gpu-a", 8)], [server_pod(1)])
+    await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
+    assert api.scaled == [(NAMESPACE, NAME, 3)]
+
+
 async def test_without_cluster_wide_reads_scale_ups_are_not_capped_and_capacity_is_unknown() -> None:
     api = FakeApi([deployment(1)], [gpu_node("gpu-a", 1)], [server_pod(1)], forbid_cluster_reads=True)
     await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()

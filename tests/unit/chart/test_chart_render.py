@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from gptoss_operator import names
-from gptoss_operator.settings import OperatorSettings
+from gptoss_operator.settings import OperatorSettings, StandInResources
 
 pytestmark = pytest.mark.cluster  # runs once the cluster tooling (helm) is built; needs no API server
 
@@ -82,6 +82,15 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "existing-service-account": ("serviceAccount.create=false", "serviceAccount.name=ops"),
     "text-logs": ("operator.logFormat=text", "operator.logLevel=DEBUG", "operator.defaultImage=registry.local/srv:1"),
     "monitoring": ("serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboards.enabled=true"),
+    # The local cluster with a real node: a locally built image, the CPU stand-in and the in-cluster mirror.
+    "cpu-stand-in": (
+        "image.repository=localhost/gpt-oss-operator",
+        "image.tag=dev",
+        "image.pullPolicy=Never",
+        "operator.cpuStandIn.enabled=true",
+        "operator.cpuStandIn.resources.server.requests.cpu=200m",
+        "operator.weightsMirrorEndpoint=http://hf-mirror.gpt-oss-system.svc:8080",
+    ),
 }
 
 
@@ -209,6 +218,41 @@ def test_values_reach_the_settings(monkeypatch: Any) -> None:
     assert settings.log_level == "DEBUG"
     assert settings.default_image == "registry.local/srv:1"
     assert settings.namespaces == ["team-a", "team-b"]
+
+
+def test_cpu_stand_in_and_mirror_reach_the_settings(monkeypatch: Any) -> None:
+    docs = render(*VALUE_SETS["cpu-stand-in"])
+    for key in list(os.environ):
+        if key.startswith("GPTOSS_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(docs).items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert settings.engine_stand_in == "reference"
+    assert settings.weights_mirror_endpoint == "http://hf-mirror.gpt-oss-system.svc:8080"
+    assert settings.stand_in_resources.server.manifest() == {
+        "requests": {"cpu": "200m", "memory": "768Mi"},
+        "limits": {"memory": "2Gi"},
+    }
+    assert settings.stand_in_resources.gateway == StandInResources().gateway
+
+
+def test_defaults_run_tensorrt_llm_from_the_public_hub() -> None:
+    env = env_of(render())
+    assert not {"GPTOSS_ENGINE_STAND_IN", "GPTOSS_STAND_IN_RESOURCES", "GPTOSS_WEIGHTS_MIRROR_ENDPOINT"} & set(env)
+
+
+def test_the_operator_runs_from_a_locally_built_image() -> None:
+    container = operator_deployment(render(*VALUE_SETS["cpu-stand-in"]))["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "localhost/gpt-oss-operator:dev"
+    assert container["imagePullPolicy"] == "Never"
+
+
+def test_an_unknown_stand_in_value_is_rejected() -> None:
+    sets = ("--set", "operator.cpuStandIn.engine=gpu")
+    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, *sets, check=False)
+    assert result.returncode != 0
+    assert "engine" in result.stderr
 
 
 # -------------------------------------------------------------------------------------------- RBAC

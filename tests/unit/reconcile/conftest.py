@@ -8,7 +8,7 @@ import pytest
 from kmock_support import NOW, RequestLog
 from kubernetes import client
 
-from gptoss_operator.kube import Kube, without_client_retries
+from gptoss_operator.kube import CONNECTION_POOL_SIZE, Kube, without_client_retries
 from gptoss_operator.reconcile import Reconciler
 from gptoss_operator.settings import OperatorSettings
 
@@ -21,6 +21,7 @@ def request_log() -> RequestLog:
 @pytest.fixture
 def kube(kmock: Any, request_log: RequestLog) -> Kube:
     config = without_client_retries(client.Configuration(host=str(kmock.url).rstrip("/")))
+    config.connection_pool_maxsize = CONNECTION_POOL_SIZE  # the caches' watches each hold one
     return Kube(client.ApiClient(config), on_request=request_log)
 
 

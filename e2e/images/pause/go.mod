@@ -1,0 +1,3 @@
+module gptoss.io/e2e/images/pause
+
+go 1.22

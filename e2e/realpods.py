@@ -1,0 +1,306 @@
+"""Real pods on the real node: the images, the in-cluster weights mirror, the operator installed by Helm,
+port-forwards and an OpenAI client. Shared by `make demo` (e2e/demo.py) and the real-pod tests.
+
+Nothing here uses pytest. The cluster is the local one (e2e/cluster/up.sh), whose real node
+(`gptoss.dev/real-node=true`: kubelet + containerd + runc + CNI, simulated `nvidia.com/gpu`) runs containers;
+the kwok nodes beside it only pretend to. Images are built here from the project's Dockerfiles
+(e2e/images/build.sh) and imported into the node's containerd; no registry is involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+REPO: Final = Path(__file__).resolve().parent.parent
+CHART: Final = REPO / "charts" / "gpt-oss-operator"
+IMAGES_SCRIPT: Final = REPO / "e2e" / "images" / "build.sh"
+CACHE: Final = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
+REFS_FILE: Final = CACHE / "images" / "refs.env"
+CONTAINERD_ADDRESS: Final = "/run/gptoss/containerd/containerd.sock"
+
+REAL_NODE_LABEL: Final = "gptoss.dev/real-node"
+MIRROR_NAMESPACE: Final = "gptoss-mirror"
+MIRROR_NAME: Final = "hf-mirror"
+MIRROR_PORT: Final = 8080
+MIRROR_ROOT: Final = "/srv/hf"
+# The tiny random checkpoint in the official layout, served under the official repository names so that
+# the samples' `weights.huggingFace.repo` stays as a user writes it.
+MIRRORED_REPOS: Final = ("openai/gpt-oss-20b", "openai/gpt-oss-120b")
+OPENAI_PORT: Final = 9000
+METRICS_PORT: Final = 8002
+
+
+class RealPodsError(RuntimeError):
+    """Setting up real pods failed; the message says what and where to look."""
+
+
+# ------------------------------------------------------------------------------------------------ images
+@dataclass(frozen=True)
+class Images:
+    runtime_cpu: str
+    operator: str
+
+    def split(self, ref: str) -> tuple[str, str]:
+        repository, _, tag = ref.rpartition(":")
+        return repository, tag
+
+
+def read_refs(path: Path = REFS_FILE) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+
+
+def ensure_images(run: Callable[[Sequence[str], str], None]) -> Images:
+    """Build what is missing (cached by content), import it into the real node's containerd."""
+    run([str(IMAGES_SCRIPT), "all"], "building the images (e2e/images/build.sh all)")
+    run([str(IMAGES_SCRIPT), "load", "--address", CONTAINERD_ADDRESS], "importing the images into the node")
+    refs = read_refs()
+    missing = [key for key in ("RUNTIME_CPU_IMAGE", "OPERATOR_IMAGE") if not refs.get(key)]
+    if missing:
+        raise RealPodsError(f"{REFS_FILE} lacks {', '.join(missing)} after e2e/images/build.sh all")
+    return Images(runtime_cpu=refs["RUNTIME_CPU_IMAGE"], operator=refs["OPERATOR_IMAGE"])
+
+
+# ------------------------------------------------------------------------------------------------ mirror
+def mirror_endpoint() -> str:
+    return f"http://{MIRROR_NAME}.{MIRROR_NAMESPACE}.svc.cluster.local:{MIRROR_PORT}"
+
+
+def mirror_manifests(image: str) -> list[dict[str, Any]]:
+    """A Hugging Face-compatible mirror (`gptoss-runtime mirror`) serving tiny checkpoints, as a restricted
+    Deployment + Service. An init container writes the checkpoints into an emptyDir."""
+    labels = {"app.kubernetes.io/name": MIRROR_NAME}
+    make = " && ".join(f"gptoss-runtime make-tiny-checkpoint {MIRROR_ROOT}/{repo}" for repo in MIRRORED_REPOS)
+    security = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = [{"name": "data", "mountPath": MIRROR_ROOT}, {"name": "tmp", "mountPath": "/tmp"}]
+    pod = {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "initContainers": [
+            {
+                "name": "checkpoints",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", make],
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "securityContext": security,
+                "volumeMounts": mounts,
+            }
+        ],
+        "containers": [
+            {
+                "name": "mirror",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["gptoss-runtime", "mirror", "--root", MIRROR_ROOT, "--port", str(MIRROR_PORT)],
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "ports": [{"name": "http", "containerPort": MIRROR_PORT}],
+                "readinessProbe": {"tcpSocket": {"port": MIRROR_PORT}, "periodSeconds": 2},
+                "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+                "securityContext": security,
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": MIRROR_NAME, "namespace": MIRROR_NAMESPACE, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": MIRROR_NAME, "namespace": MIRROR_NAMESPACE, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": MIRROR_PORT, "targetPort": "http"}]},
+        },
+    ]
+
+
+def restricted_namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    restricted = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {**restricted, "pod-security.kubernetes.io/enforce-version": "latest", **(labels or {})},
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------ operator
+def operator_values(images: Images, watch_namespaces: Sequence[str]) -> list[str]:
+    """`helm --set` arguments that run the operator in-cluster from the local image, with the CPU stand-in."""
+    repository, tag = images.split(images.operator)
+    return [
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--set",
+        f"operator.defaultImage={images.runtime_cpu}",
+        "--set",
+        "operator.cpuStandIn.enabled=true",
+        "--set",
+        f"operator.weightsMirrorEndpoint={mirror_endpoint()}",
+        "--set",
+        f"watchNamespaces={{{','.join(watch_namespaces)}}}",
+        "--set",
+        "replicas=1",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ access
+class PortForward:
+    """`kubectl port-forward TARGET :PORT` in the background; `local_port` once it listens."""
+
+    _LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, kubectl: Sequence[str], namespace: str, target: str, port: int) -> None:
+        self._argv = [*kubectl, "port-forward", "--namespace", namespace, "--address", "127.0.0.1", target, f":{port}"]
+        self._process: subprocess.Popen[str] | None = None
+        self.local_port = 0
+
+    def __enter__(self) -> PortForward:
+        self._process = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        found = threading.Event()
+        output: list[str] = []
+
+        def read() -> None:
+            assert self._process is not None and self._process.stdout is not None
+            for line in self._process.stdout:
+                output.append(line)
+                match = self._LINE.search(line)
+                if match and not found.is_set():
+                    self.local_port = int(match.group(1))
+                    found.set()
+
+        threading.Thread(target=read, name="port-forward-output", daemon=True).start()
+        if not found.wait(timeout=30):
+            self.__exit__()
+            raise RealPodsError(f"{' '.join(self._argv)} did not start listening:\n{''.join(output)}")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=10)
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process = None
+
+
+@dataclass
+class StreamedAnswer:
+    text: str
+    reasoning: str
+    first_token_s: float
+    total_s: float
+    chunks: int
+
+
+def stream_chat(
+    base_url: str, model: str, prompt: str, *, max_tokens: int = 48, api_key: str = "unused"
+) -> StreamedAnswer:
+    """One streamed chat completion with the `openai` client; times the first token."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key=api_key, timeout=120, max_retries=0)
+    started = time.monotonic()
+    first: float | None = None
+    text: list[str] = []
+    reasoning: list[str] = []
+    chunks = 0
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        stream=True,
+        temperature=0,
+    )
+    for chunk in stream:
+        chunks += 1
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        piece = delta.content or ""
+        thought = str(getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None) or "")
+        if (piece or thought) and first is None:
+            first = time.monotonic() - started
+        text.append(piece)
+        reasoning.append(thought)
+    total = time.monotonic() - started
+    return StreamedAnswer("".join(text), "".join(reasoning), first if first is not None else total, total, chunks)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RealPodsError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def pods_on_real_node(pods: list[dict[str, Any]], real_nodes: set[str]) -> list[dict[str, Any]]:
+    return [p for p in pods if p.get("spec", {}).get("nodeName") in real_nodes]
+
+
+def real_node_names(nodes: dict[str, Any]) -> set[str]:
+    return {
+        n["metadata"]["name"]
+        for n in nodes.get("items", [])
+        if (n["metadata"].get("labels") or {}).get(REAL_NODE_LABEL) == "true"
+    }
+
+
+def to_yaml(documents: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def as_json(text: str) -> Any:
+    return json.loads(text)
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield

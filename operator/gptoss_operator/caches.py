@@ -1,0 +1,358 @@
+"""Watch-fed caches of what a reconcile reads: the operator's children, GPU nodes and pods (reduced).
+
+One LIST per resource at start (and after a lost watch), then a WATCH from the list's resourceVersion:
+a steady-state reconcile reads these stores and makes no LIST at all. Pods and nodes are reduced on
+arrival to the fields capacity and status read (a full pod is ~10 kB of JSON; the reduced one a tenth),
+so 2,000 pods cost a few MiB of heap rather than ~100 MiB per LIST.
+
+Each store is fed by a `Reflector` thread (the `Kube` client is synchronous); `on_change` is called with
+every changed object so the operator can enqueue its owner. The capacity snapshot (`ClusterCache.snapshot`)
+is shared by reconciles and the autoscaler: both read the same nodes and pods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gptoss_operator import names
+from gptoss_operator.kube import GPTOSS, NODES, PODS, ApiError, Json, Kube, ResourceType, object_key, resource_type
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+Reducer = Callable[[Json], Json]
+OnChange = Callable[[str, Json], None]  # (event type, reduced object)
+
+RELIST_DELAY_SECONDS: Final = 1.0
+MAX_RELIST_DELAY_SECONDS: Final = 30.0
+WATCH_TIMEOUT_SECONDS: Final = 300
+
+
+def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Json:
+    source = source or {}
+    return {k: source[k] for k in keys if k in source}
+
+
+def _reduce_container(container: Mapping[str, Any]) -> Json:
+    return _pick(container, ("name", "resources", "restartPolicy", "ports"))
+
+
+def reduce_pod(pod: Json) -> Json:
+    """A pod with only what capacity (node, GPU requests, phase) and status (readiness, waits) read."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _pick(
+            meta, ("name", "namespace", "uid", "labels", "annotations", "deletionTimestamp", "ownerReferences")
+        ),
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": [_reduce_container(c) for c in spec.get("containers") or []],
+            "initContainers": [_reduce_container(c) for c in spec.get("initContainers") or []],
+        },
+        "status": _pick(
+            status,
+            ("phase", "podIP", "podIPs", "startTime", "conditions", "containerStatuses", "initContainerStatuses"),
+        ),
+    }
+
+
+def reduce_node(node: Json) -> Json:
+    """A node with only what the GPU capacity check reads (labels, taints, cordon, allocatable, Ready)."""
+    meta = node.get("metadata") or {}
+    status = node.get("status") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": _pick(meta, ("name", "uid", "labels")),
+        "spec": _pick(node.get("spec"), ("taints", "unschedulable")),
+        "status": {
+            "allocatable": status.get("allocatable") or {},
+            "conditions": [_pick(c, ("type", "status")) for c in status.get("conditions") or []],
+        },
+    }
+
+
+def _identity(obj: Json) -> Json:
+    return obj
+
+
+def _key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name"))
+
+
+class Store:
+    """A thread-safe map (namespace, name) -> object of one resource, as the last list + watch left it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[Key, Json] = {}
+
+    def replace(self, objects: Iterable[Json], namespace: str | None = None) -> None:
+        """Replace every object (of `namespace` only, when given: one store may be fed per namespace)."""
+        fresh = {_key_of(obj): obj for obj in objects}
+        with self._lock:
+            if namespace is not None:
+                kept = {key: obj for key, obj in self._objects.items() if key[0] != namespace}
+                fresh = kept | fresh
+            self._objects = fresh
+
+    def upsert(self, obj: Json) -> None:
+        with self._lock:
+            self._objects[_key_of(obj)] = obj
+
+    def remove(self, obj: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._objects.pop(_key_of(obj), None)
+
+    def items(self) -> list[Json]:
+        with self._lock:
+            return list(self._objects.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """What one reflector lists and watches (all namespaces)."""
+
+    rtype: ResourceType
+    namespace: str | None = None  # None: all namespaces
+    label_selector: str | None = None
+    field_selector: str | None = None
+    reduce: Reducer = _identity
+
+
+class Reflector:
+    """Keeps a `Store` equal to the server's objects of one resource: LIST, then WATCH; LIST again when lost."""
+
+    def __init__(self, kube: Kube, spec: WatchSpec, store: Store, on_change: OnChange | None = None) -> None:
+        self.kube = kube
+        self.spec = spec
+        self.store = store
+        self.synced = threading.Event()
+        self._on_change = on_change
+        self._stopping = threading.Event()
+        self._response: Any = None  # the open watch, so that stop() can end a blocked read
+        self._thread = threading.Thread(target=self._run, name=f"reflector-{spec.rtype.plural}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Stop the thread: the open watch is shut down and the thread joined."""
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # already closed or never fully opened
+                response.shutdown()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+
+    def _opened(self, response: Any) -> None:
+        self._response = response
+
+    def _run(self) -> None:
+        delay = RELIST_DELAY_SECONDS
+        while not self._stopping.is_set():
+            try:
+                version = self._list()
+                delay = RELIST_DELAY_SECONDS
+                self._watch(version)
+            except ApiError as error:
+                if self._stopping.is_set():
+                    return
+                log.warning("watch of %s lost (%s); listing again in %.0fs", self.spec.rtype.plural, error, delay)
+                self._stopping.wait(delay)
+                delay = min(MAX_RELIST_DELAY_SECONDS, delay * 2)
+            except Exception:  # a bug must not silently freeze the cache: log it and start over
+                log.exception("reflector of %s failed; listing again", self.spec.rtype.plural)
+                self._stopping.wait(delay)
+
+    def _list(self) -> str:
+        items, version = self.kube.list_with_version(
+            self.spec.rtype,
+            self.spec.namespace,
+            label_selector=self.spec.label_selector,
+            field_selector=self.spec.field_selector,
+        )
+        reduced = [self.spec.reduce(item) for item in items]
+        self.store.replace(reduced, self.spec.namespace)
+        self.synced.set()
+        for obj in reduced:
+            self._notify("ADDED", obj)
+        return version
+
+    def _watch(self, version: str) -> None:
+        while not self._stopping.is_set():
+            for event in self.kube.watch(
+                self.spec.rtype,
+                version,
+                self.spec.namespace,
+                label_selector=self.spec.label_selector,
+                field_selector=self.spec.field_selector,
+                timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                on_open=self._opened,
+            ):
+                if self._stopping.is_set():
+                    return
+                obj = event.get("object") or {}
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event.get("type") == "BOOKMARK":
+                    continue
+                obj.setdefault("kind", self.spec.rtype.kind)
+                obj.setdefault("apiVersion", self.spec.rtype.api_version)
+                reduced = self.spec.reduce(obj)
+                if event.get("type") == "DELETED":
+                    self.store.remove(reduced)
+                else:
+                    self.store.upsert(reduced)
+                self._notify(str(event.get("type")), reduced)
+
+    def _notify(self, event_type: str, obj: Json) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(event_type, obj)
+        except Exception:  # a consumer's bug must not kill the feed
+            log.exception("cache consumer failed on %s", self.spec.rtype.plural)
+
+
+@dataclass(frozen=True)
+class CapacitySnapshot:
+    """GPU nodes and active pods at one moment: what capacity arithmetic reads (shared by all readers)."""
+
+    nodes: list[Json]
+    pods: list[Json]
+
+
+def _is_active(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _owner_key(obj: Mapping[str, Any]) -> Key | None:
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == names.KIND and ref.get("controller"):
+            return str(meta.get("namespace") or ""), str(ref.get("name"))
+    return None
+
+
+class ClusterCache:
+    """The operator's watch-fed view of the cluster: its children by owner, GPU nodes, and pods."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        child_kinds: Iterable[object],
+        *,
+        namespaces: Iterable[str] = (),
+        on_owner_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._on_owner_change = on_owner_change
+        self._generations: dict[Key, object] = {}  # what a CR's last event showed of its spec and metadata
+        self._generations_lock = threading.Lock()
+        self.children: dict[str, Store] = {}
+        self.deployments = Store()  # the GptOssDeployments themselves (the resync walks them)
+        self.nodes = Store()
+        self.pods = Store()
+        # Capacity needs every pod and GPU node of the cluster; CRs and children only the watched namespaces.
+        self.reflectors: list[Reflector] = [
+            Reflector(kube, WatchSpec(NODES, label_selector=names.GPU_PRODUCT_LABEL, reduce=reduce_node), self.nodes),
+            Reflector(kube, WatchSpec(PODS, reduce=reduce_pod), self.pods, self._pod_changed),
+        ]
+        scopes: list[str | None] = list(namespaces) or [None]
+        for namespace in scopes:
+            spec = WatchSpec(GPTOSS, namespace)
+            self.reflectors.append(Reflector(kube, spec, self.deployments, self._deployment_changed))
+            for kind in child_kinds:
+                rtype = resource_type(kind)
+                store = self.children.setdefault(rtype.kind, Store())
+                spec = WatchSpec(rtype, namespace, label_selector=names.LABEL_DEPLOYMENT)
+                self.reflectors.append(Reflector(kube, spec, store, self._child_changed))
+
+    def start(self) -> None:
+        for reflector in self.reflectors:
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+
+    def wait_synced(self, timeout_seconds: float) -> bool:
+        """Whether every store has been listed once within `timeout_seconds`."""
+        return all(reflector.synced.wait(timeout_seconds) for reflector in self.reflectors)
+
+    @property
+    def synced(self) -> bool:
+        return all(reflector.synced.is_set() for reflector in self.reflectors)
+
+    # ----------------------------------------------------------------------------------- reads
+    def children_of(self, namespace: str, owner_name: str) -> dict[tuple[str, str], Json]:
+        """The owner's children by (kind, name): those labelled with its name in its namespace."""
+        found: dict[tuple[str, str], Json] = {}
+        for store in self.children.values():
+            for obj in store.items():
+                meta = obj.get("metadata") or {}
+                labels = meta.get("labels") or {}
+                if meta.get("namespace") == namespace and labels.get(names.LABEL_DEPLOYMENT) == owner_name:
+                    found[object_key(obj)] = obj
+        return found
+
+    def deployment_keys(self) -> list[Key]:
+        """(namespace, name) of every GptOssDeployment in the watched namespaces."""
+        return [_key_of(obj) for obj in self.deployments.items()]
+
+    def snapshot(self) -> CapacitySnapshot:
+        """GPU nodes and active pods (all namespaces) as of now."""
+        return CapacitySnapshot(self.nodes.items(), [p for p in self.pods.items() if _is_active(p)])
+
+    def pods_of(self, namespace: str, labels: Mapping[str, str]) -> list[Json]:
+        """Active pods in `namespace` carrying every one of `labels`."""
+        return [
+            pod
+            for pod in self.pods.items()
+            if (pod.get("metadata") or {}).get("namespace") == namespace
+            and _is_active(pod)
+            and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+    # --------------------------------------------------------------------------------- triggers
+    def _deployment_changed(self, event: str, obj: Json) -> None:
+        """A CR event triggers its reconcile unless only its status changed (our own writes echo back)."""
+        key = _key_of(obj)
+        meta = obj.get("metadata") or {}
+        seen = (meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"))
+        with self._generations_lock:
+            if event == "DELETED":
+                self._generations.pop(key, None)
+            elif self._generations.get(key) == seen:
+                return
+            else:
+                self._generations[key] = seen
+        if self._on_owner_change is not None:
+            self._on_owner_change(*key)
+
+    def _child_changed(self, _event: str, obj: Json) -> None:
+        owner = _owner_key(obj)
+        if owner is not None and self._on_owner_change is not None:
+            self._on_owner_change(*owner)
+
+    def _pod_changed(self, _event: str, pod: Json) -> None:
+        # A server pod's readiness is status: its owner's reconcile recomputes it.
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        owner = labels.get(names.LABEL_DEPLOYMENT)
+        namespace = (pod.get("metadata") or {}).get("namespace")
+        if owner and namespace and self._on_owner_change is not None:
+            self._on_owner_change(str(namespace), str(owner))

@@ -1,0 +1,130 @@
+"""The operator's work queue: one run per key at a time, deduplicated triggers, bounded workers, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from gptoss_operator.workqueue import RetryAfter, WorkQueue, backoff_delay
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+async def wait_until_idle(queue: WorkQueue[str]) -> None:
+    await eventually(lambda: queue.idle)
+
+
+async def test_triggers_during_a_run_collapse_into_one_more_run() -> None:
+    release = asyncio.Event()
+    runs: Counter[str] = Counter()
+
+    async def process(key: str) -> None:
+        runs[key] += 1
+        if runs[key] == 1:
+            await release.wait()
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=4)
+    queue.start()
+    queue.add("a")
+    await eventually(lambda: runs["a"] == 1)
+    for _ in range(10):  # a burst of child events while the first run is busy
+        queue.add("a")
+    release.set()
+    await wait_until_idle(queue)
+    await queue.stop()
+    assert runs["a"] == 2
+
+
+async def test_a_key_never_runs_twice_at_once_and_workers_are_bounded() -> None:
+    running: set[str] = set()
+    peak = 0
+    overlaps: list[str] = []
+
+    async def process(key: str) -> None:
+        nonlocal peak
+        if key in running:
+            overlaps.append(key)
+        running.add(key)
+        peak = max(peak, len(running))
+        await asyncio.sleep(0.01)
+        running.discard(key)
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=2)
+    queue.start()
+    for round_ in range(3):
+        for key in "abcdef":
+            queue.add(key)
+        await asyncio.sleep(0.005 * round_)
+    await wait_until_idle(queue)
+    await queue.stop()
+    assert overlaps == []
+    assert peak == 2
+
+
+async def test_a_failing_key_backs_off_and_a_success_forgets_it() -> None:
+    attempts: Counter[str] = Counter()
+
+    async def process(key: str) -> None:
+        attempts[key] += 1
+        if attempts[key] < 3:
+            raise RuntimeError("API away")
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1, base_backoff_seconds=0.01, max_backoff_seconds=0.05)
+    queue.start()
+    queue.add("a")
+    await wait_until_idle(queue)
+    assert attempts["a"] == 3
+    assert queue.failures("a") == 0  # the success forgot them
+    await queue.stop()
+
+
+async def test_retry_after_asks_for_its_delay_and_triggers_do_not_skip_a_backoff() -> None:
+    attempts: Counter[str] = Counter()
+    second = asyncio.Event()
+
+    async def process(key: str) -> None:
+        attempts[key] += 1
+        if attempts[key] == 1:
+            raise RetryAfter(0.2, "429")
+        second.set()
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1, base_backoff_seconds=0.01)
+    queue.start()
+    queue.add("a")
+    await eventually(lambda: queue.failures("a") == 1 and len(queue) == 1)
+    queue.add("a")  # an echo of our own write: it waits for the backoff
+    assert attempts["a"] == 1 and len(queue) == 1
+    await asyncio.wait_for(second.wait(), 5)
+    await queue.stop()
+    assert attempts["a"] == 2
+
+
+async def test_add_from_another_thread() -> None:
+    done = asyncio.Event()
+
+    async def process(_key: str) -> None:
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue(process)
+    queue.start()
+    thread = threading.Thread(target=queue.add, args=("a",))
+    thread.start()
+    await asyncio.wait_for(done.wait(), 5)
+    thread.join()
+    await queue.stop()
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0)])
+def test_backoff_doubles_up_to_a_cap(failures: int, expected: float) -> None:
+    assert backoff_delay(failures) == expected

@@ -1,4 +1,4 @@
-"""`make demo` end to end on the session cluster: its output tells the truth, and a second run reuses it.
+"""`make demo` end to end on the session cluster: real pods answer, its output tells the truth, a rerun reuses it.
 
 The demo runs as a user runs it (e2e/demo.py, a subprocess) against the session's kubeconfig; the checks
 read the cluster independently with the real kubectl. When the demo was not set up before the test, the
@@ -11,19 +11,21 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import demo
 import pytest
+import realpods
 from conftest import Kubectl
-from operator_process import DetachedOperator
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 DEMO_SCRIPT = Path(demo.__file__)
-DEMO_TIMEOUT_S = 300
+DEMO_TIMEOUT_S = 900
+OPERATOR_SELECTOR = "app.kubernetes.io/name=gpt-oss-operator"
 
 
 def run_demo(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +33,7 @@ def run_demo(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, str(DEMO_SCRIPT), *args, "--kubeconfig", str(kubeconfig)],
         capture_output=True,
         text=True,
-        timeout=DEMO_TIMEOUT_S + 240,
+        timeout=DEMO_TIMEOUT_S + 1800,  # a cold image build is part of the first run
         check=False,
     )
 
@@ -56,6 +58,11 @@ def demo_crs(kubectl: Kubectl) -> dict[str, dict[str, Any]]:
     return {cr["metadata"]["name"]: cr for cr in items}
 
 
+def operator_pods(kubectl: Kubectl) -> list[dict[str, Any]]:
+    pods = kubectl.json("get", "pods", "--namespace", demo.RELEASE_NAMESPACE, "-l", OPERATOR_SELECTOR)["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
 def test_every_sample_is_ready_in_the_cluster_and_in_the_output(demo_output: str, kubectl: Kubectl) -> None:
     names = demo.sample_names()
     assert len(names) == 4
@@ -68,17 +75,36 @@ def test_every_sample_is_ready_in_the_cluster_and_in_the_output(demo_output: str
         assert crs[name]["status"]["endpoints"]["openai"] in demo_output
 
 
-def test_output_says_the_nodes_are_simulated_and_how_to_tear_down(demo_output: str) -> None:
+def test_a_container_produced_the_streamed_answer(demo_output: str, kubectl: Kubectl) -> None:
+    assert "answer (final channel):" in demo_output
+    assert re.search(r"time to first token \d+ ms", demo_output), demo_output
+    selector = f"app.kubernetes.io/component=server,gptoss.io/deployment={demo.ANSWER_SAMPLE}"
+    pods = kubectl.json("get", "pods", "--namespace", demo.DEMO_NAMESPACE, "-l", selector)["items"]
+    served = 0.0
+    for pod in pods:
+        url = f"http://{pod['status']['podIP']}:{realpods.METRICS_PORT}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:  # the pod IP is on this machine's bridge
+            for line in response.read().decode().splitlines():
+                if line.startswith("nv_inference_request_success"):
+                    served += float(line.rsplit(" ", 1)[1])
+    assert served >= 1, "no server pod of the sample counted a successful inference"
+
+
+def test_output_says_what_is_real_and_simulated_and_how_to_tear_down(demo_output: str) -> None:
     assert demo.SIMULATED_NOTE in demo_output
+    assert demo.REAL_NOTE in demo_output
     assert "make cluster-down" in demo_output
-    assert "gptoss-runtime serve --weights /tmp/tiny --engine reference" in demo_output
+    assert "real (kubelet + containerd)" in demo_output
 
 
-def test_operator_runs_as_the_charts_service_account_with_the_charts_rbac(demo_output: str, kubectl: Kubectl) -> None:
+def test_the_operator_runs_as_a_pod_with_the_charts_rbac(demo_output: str, kubectl: Kubectl) -> None:
+    pods = operator_pods(kubectl)
+    assert pods, "no operator pod"
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == demo.SERVICE_ACCOUNT
+        assert pod["status"]["phase"] == "Running"
+        assert f"pod {pod['metadata']['name']} on node" in demo_output
     account = f"system:serviceaccount:{demo.RELEASE_NAMESPACE}:{demo.SERVICE_ACCOUNT}"
-    assert f"identity: {account}" in demo_output
-    state = DetachedOperator(demo.DEMO_DIR).state()
-    assert state is not None and state.username == account
     # The identity is bounded by the chart: it manages the demo namespace and cannot read secrets.
     can_i = {
         ("patch", "gptossdeployments/status", demo.DEMO_NAMESPACE): "yes",
@@ -88,21 +114,10 @@ def test_operator_runs_as_the_charts_service_account_with_the_charts_rbac(demo_o
     for (verb, resource, namespace), expected in can_i.items():
         answer = kubectl.run("auth", "can-i", verb, resource, "--namespace", namespace, "--as", account, check=False)
         assert answer.stdout.strip() == expected, (verb, resource, namespace)
-    log = DetachedOperator(demo.DEMO_DIR).logs_since_start()
-    assert "Forbidden" not in log, log  # 403s are logged by Kopf and the operator alike
-
-
-def test_charts_operator_deployment_is_held_at_zero_by_the_replicas_value(demo_output: str, kubectl: Kubectl) -> None:
-    deployment = kubectl.json("get", "deployment", demo.RELEASE, "--namespace", demo.RELEASE_NAMESPACE)
-    assert deployment["spec"]["replicas"] == 0
-    values = json.loads(
-        subprocess.run(
-            [str(demo.helm_binary(build=False)), "--kubeconfig", str(kubectl.kubeconfig), "get", "values",
-             demo.RELEASE, "--namespace", demo.RELEASE_NAMESPACE, "-o", "json"],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout
-    )  # fmt: skip
-    assert values["replicas"] == 0  # set through the chart, so a `helm upgrade` keeps it at 0
+    logs = kubectl.run(
+        "logs", "--namespace", demo.RELEASE_NAMESPACE, "-l", OPERATOR_SELECTOR, "--tail=-1", check=False
+    ).stdout
+    assert "Forbidden" not in logs, logs[-4000:]  # 403s are logged by Kopf and the operator alike
 
 
 def test_two_gpu_replicas_share_one_node_with_enough_gpus(demo_output: str, kubectl: Kubectl) -> None:
@@ -112,20 +127,21 @@ def test_two_gpu_replicas_share_one_node_with_enough_gpus(demo_output: str, kube
     assert two_gpu, "the 2-GPU samples have no pods"
     for pod in two_gpu:
         node = nodes[pod["spec"]["nodeName"]]
-        assert int(node["status"]["allocatable"][demo.GPU_RESOURCE]) == 8
-        row = re.search(
-            rf"^\s+{re.escape(pod['metadata']['name'])}\s+2\s+{pod['spec']['nodeName']}\s+8\s", demo_output, re.M
+        assert int(node["status"]["allocatable"][demo.GPU_RESOURCE]) >= 2
+        assert re.search(
+            rf"^\s+{re.escape(pod['metadata']['name'])}\s+2\s+{pod['spec']['nodeName']}\s", demo_output, re.M
         )
-        assert row, demo_output
 
 
-def test_a_second_run_reuses_the_cluster_release_and_operator(demo_output: str, kubeconfig: Path) -> None:
-    first = DetachedOperator(demo.DEMO_DIR).state()
-    again = run_demo(kubeconfig, "up", "--timeout", "60")
+def test_a_second_run_reuses_the_cluster_release_and_pods(demo_output: str, kubeconfig: Path, kubectl: Kubectl) -> None:
+    before = {p["metadata"]["uid"] for p in operator_pods(kubectl)}
+    servers = {p["metadata"]["uid"] for p in kubectl.json("get", "pods", "-n", demo.DEMO_NAMESPACE)["items"]}
+    again = run_demo(kubeconfig, "up", "--timeout", "300")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert first is not None
-    assert f"reusing the running operator (pid {first.pid};" in again.stdout
     assert "unchanged" in again.stdout  # kubectl apply of the samples changed nothing
+    assert {p["metadata"]["uid"] for p in operator_pods(kubectl)} == before  # no operator restart
+    after = {p["metadata"]["uid"] for p in kubectl.json("get", "pods", "-n", demo.DEMO_NAMESPACE)["items"]}
+    assert servers <= after  # no model server restarted
 
 
 # ------------------------------------------------------------------------------------- no cluster needed

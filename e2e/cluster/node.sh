@@ -106,6 +106,7 @@ stop_process() {
 # $VARS) into DEST. Returns 0 when DEST changed, 1 when it already had this content.
 render() {
   local template="$1" dest="$2" vars tmp
+  # shellcheck disable=SC2016  # the pattern matches a literal ${NAME}
   vars=$(grep -o '\${[A-Z_][A-Z0-9_]*}' "$template" | sort -u | tr '\n' ' ' || true)
   tmp="$dest.tmp"
   mkdir -p "$(dirname "$dest")"
@@ -183,7 +184,7 @@ delete_chains() {
     eval "iptables -t $table -D ${rule#-A }" 2>/dev/null || true
   done < <(iptables-save -t "$table" 2>/dev/null | grep -E -- "^-A .* -j $prefix" || true)
   local chains=()
-  mapfile -t chains < <(iptables-save -t "$table" 2>/dev/null | sed -n "s/^:\($prefix[^ ]*\) .*/\1/p")
+  mapfile -t chains < <(iptables-save -t "$table" 2>/dev/null | sed -n "s/^:\(${prefix}[^ ]*\) .*/\1/p")
   for chain in "${chains[@]}"; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
   for chain in "${chains[@]}"; do iptables -t "$table" -X "$chain" 2>/dev/null || true; done
 }
@@ -238,11 +239,11 @@ issue_cert() {
 
 # node_certs: the kubelet and kube-proxy get identities of their own (system:node:<name> in system:nodes,
 # so the Node authorizer and NodeRestriction apply as on a real node; system:kube-proxy), reissued when
-# the cluster (and so its CA) was recreated.
+# the cluster (and so its CA) was recreated. Returns 0 when it issued them, 1 when they were current.
 node_certs() {
   local ca_sum
   ca_sum=$(sha256sum "$KWOK_PKI/ca.crt" | cut -d' ' -f1)
-  if [[ -f "$PKI_DIR/ca.sha256" && "$(cat "$PKI_DIR/ca.sha256")" == "$ca_sum" ]]; then return 0; fi
+  if [[ -f "$PKI_DIR/ca.sha256" && "$(cat "$PKI_DIR/ca.sha256")" == "$ca_sum" ]]; then return 1; fi
   log "issuing the node's certificates from the cluster CA"
   rm -rf "$PKI_DIR"; mkdir -p "$PKI_DIR"; chmod 700 "$PKI_DIR"
   issue_cert kubelet-client "/O=system:nodes/CN=system:node:$GPTOSS_NODE_NAME" clientAuth
@@ -302,12 +303,22 @@ resolve_images() {
 
 image_present() { ctr_k8s images ls -q | grep -qxF "$1"; }
 
+# all_refs_present: every *_IMAGE of refs.env is in the node's containerd already (importing a big image
+# again takes tens of seconds, and up.sh runs node.sh up at every test session).
+all_refs_present() {
+  local ref
+  [[ -f "$REFS_FILE" ]] || return 1
+  while read -r ref; do
+    image_present "$ref" || return 1
+  done < <(sed -n "s/^[A-Z0-9_]*_IMAGE=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\}\$/\1/p" "$REFS_FILE")
+}
+
 # load_images: everything e2e/images/build.sh built (or the archives named in the environment).
 load_images() {
   local archive
   if [[ -n "${GPTOSS_PAUSE_ARCHIVE:-}" ]]; then
     image_present "$PAUSE_IMAGE" || ctr_k8s images import "$GPTOSS_PAUSE_ARCHIVE" >/dev/null
-  elif [[ -x "$IMAGES_SCRIPT" ]]; then
+  elif [[ -x "$IMAGES_SCRIPT" ]] && ! all_refs_present; then
     "$IMAGES_SCRIPT" load --address "$GPTOSS_CONTAINERD_ADDRESS" 8>&- 9>&- >&2 ||
       die "$IMAGES_SCRIPT load --address $GPTOSS_CONTAINERD_ADDRESS failed"
   fi
@@ -423,9 +434,10 @@ cmd_up() {
   api_port="${server##*:}"
   network_up
   firewall_up "$api_port"
-  node_certs
   resolve_images
   render_configs
+  # New certificates mean a new cluster: every client of the API server starts over.
+  if node_certs; then CHANGED+=(kubelet kube-proxy coredns local-path-provisioner); fi
   if ensure containerd; then CHANGED+=(kubelet); fi  # a new containerd: the kubelet must reconnect
   load_images
   ensure kubelet || true
@@ -440,8 +452,8 @@ cmd_up() {
   ensure coredns || true
   wait_for 60 "CoreDNS to be ready (log: $LOG_DIR/coredns.log)" http_ok http://127.0.0.1:18181/ready
   ensure local-path-provisioner || true
-  wait_for 10 "local-path-provisioner to stay up (log: $LOG_DIR/local-path-provisioner.log)" \
-    running local-path-provisioner
+  wait_for 60 "local-path-provisioner to start (log: $LOG_DIR/local-path-provisioner.log)" \
+    grep -q "Provisioner started" "$LOG_DIR/local-path-provisioner.log"
   log "node $GPTOSS_NODE_NAME ready in $((SECONDS - start))s: $GPU_COUNT simulated $GPU_PRODUCT," \
     "pods on $GPTOSS_POD_CIDR via $GPTOSS_BRIDGE, DNS $GPTOSS_DNS_IP, default StorageClass local-path"
 }
@@ -478,7 +490,7 @@ kill_leftovers() {
   done < <(kubepods_cgroups)
   while read -r cmdline; do
     pid="${cmdline#/proc/}"; pid="${pid%/cmdline}"
-    [[ "$pid" != "$$" ]] && kill -KILL "$pid" 2>/dev/null || true
+    if [[ "$pid" != "$$" ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
   done < <(grep -laF -- "$GPTOSS_CONTAINERD_ADDRESS" /proc/[0-9]*/cmdline 2>/dev/null || true)
   while read -r cg; do rmdir "$cg" 2>/dev/null || true; done < <(kubepods_cgroups)
 }

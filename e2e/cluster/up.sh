@@ -79,6 +79,7 @@ lacks_real_node_config() {
 # render_kwokctl_config: kwokctl.yaml with env.sh's addresses filled in; prints the rendered file's path.
 render_kwokctl_config() {
   local rendered="$GPTOSS_CACHE/kwokctl.rendered.yaml"
+  # shellcheck disable=SC2016  # envsubst substitutes only the ${NAMES} listed here
   GPTOSS_API_SERVICE_IP="$GPTOSS_API_SERVICE_IP" GPTOSS_NODE_IP="$GPTOSS_NODE_IP" \
     GPTOSS_SERVICE_CIDR="$GPTOSS_SERVICE_CIDR" \
     envsubst '${GPTOSS_API_SERVICE_IP} ${GPTOSS_NODE_IP} ${GPTOSS_SERVICE_CIDR}' <"$HERE/kwokctl.yaml" >"$rendered"

@@ -19,7 +19,9 @@ _SECRET_PATTERNS: Final = (
     re.compile(r"hf_[A-Za-z0-9]{20,}"),
 )
 REDACTED: Final = "<redacted>"
-_STANDARD_ATTRS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "k8s_skip"}
+# Kopf's object loggers attach its whole settings object to every record (~2.4 kB a line): never logged.
+_KOPF_ATTRS: Final = frozenset({"k8s_skip", "k8s_ref", "settings"})
+_STANDARD_ATTRS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"} | _KOPF_ATTRS
 
 
 def redact(text: str) -> str:
@@ -43,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(ref, dict):
             entry["object"] = {k: ref[k] for k in ("namespace", "name", "kind") if k in ref}
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and key != "k8s_ref" and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value if isinstance(value, int | float | bool | type(None)) else redact(str(value))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))

@@ -160,6 +160,8 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
     n = _int(request, "n", 1, 1_000_000)
     if n is not None and n != 1:
         raise invalid("n", "only n=1 is supported")
+    if request.get("logprobs") or request.get("top_logprobs"):
+        raise invalid("logprobs", "is not supported by this gateway yet; leave logprobs and top_logprobs out")
     stream_options = request.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise invalid("stream_options", "must be an object")

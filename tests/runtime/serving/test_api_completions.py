@@ -45,7 +45,12 @@ def test_max_tokens_defaults_to_sixteen_and_says_length(client: openai.OpenAI) -
 
 def test_streamed_completion_and_stop_strings(client: openai.OpenAI) -> None:
     stream = client.completions.create(
-        model=MODEL, prompt="x", max_tokens=500, stop=["greet back"], stream=True, stream_options={"include_usage": True}
+        model=MODEL,
+        prompt="x",
+        max_tokens=500,
+        stop=["greet back"],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)

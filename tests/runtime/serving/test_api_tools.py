@@ -121,3 +121,9 @@ def test_a_named_tool_choice_must_name_a_tool(client: openai.OpenAI) -> None:
             model=MODEL, messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
         )
     assert "tool_choice.function.name" in str(caught.value)
+
+
+def test_logprobs_are_refused_rather_than_ignored(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=ASK, logprobs=True, top_logprobs=2)
+    assert "logprobs" in str(caught.value)

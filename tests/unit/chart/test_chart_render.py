@@ -162,16 +162,33 @@ def test_operator_probes_use_the_health_port() -> None:
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
-def test_single_replica_never_overlaps() -> None:
-    spec = operator_deployment(render())["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"  # no peering: two operators must never run at once
+def test_two_replicas_elect_a_leader_spread_over_nodes_with_a_budget() -> None:
+    docs = render()
+    spec = operator_deployment(docs)["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = spec["template"]["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["GPTOSS_LEADER_ELECTION"] == "true"
+    assert env["GPTOSS_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (budget,) = of_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    lease_rules = [r for role in of_kind(docs, "Role") for r in role["rules"] if "leases" in r["resources"]]
+    assert {verb for r in lease_rules for verb in r["verbs"]} == {"create", "get", "patch"}
 
 
-def test_replicas_value_stops_the_operator_but_never_doubles_it() -> None:
+def test_without_leader_election_one_replica_never_overlaps() -> None:
+    docs = render("leaderElection.enabled=false,replicas=1")
+    spec = operator_deployment(docs)["spec"]
+    assert spec["strategy"]["type"] == "Recreate"  # two operators without a Lease must never run at once
+    assert not of_kind(docs, "PodDisruptionBudget")
     assert operator_deployment(render("replicas=0"))["spec"]["replicas"] == 0
-    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, "--set", "replicas=2", check=False)
-    assert result.returncode != 0
+    result = helm(
+        "template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, "--set", "leaderElection.enabled=false", check=False
+    )
+    assert result.returncode != 0  # the default 2 replicas without a Lease is refused
     assert "replicas" in result.stderr
 
 
@@ -286,16 +303,17 @@ def test_cluster_wide_rbac_by_default() -> None:
     assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments/status") == {"patch"}
     assert granted(docs, "ClusterRole", "apps", "deployments") == {"list", "watch", "create", "patch", "delete"}
     assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
-    assert of_kind(docs, "Role") == []
+    assert [r["metadata"]["name"] for r in of_kind(docs, "Role")] == [f"{RELEASE}-leader-election"]  # the Lease
     bindings = of_kind(docs, "ClusterRoleBinding")
     assert {b["subjects"][0]["name"] for b in bindings} == {RELEASE}
 
 
 def test_namespaced_rbac_when_watching_a_list() -> None:
     docs = render(*VALUE_SETS["namespaced"])
-    roles = of_kind(docs, "Role")
+    roles = [r for r in of_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in of_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    bindings = [b for b in of_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments") == set()  # only in the Roles
     assert granted(docs, "Role", "gptoss.io", "gptossdeployments") == {"get", "list", "watch", "patch"}
     assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}  # capacity is cluster-wide

@@ -1,0 +1,132 @@
+"""The send path's parts without Triton: the sender thread, the cancellation sweep, and TensorRT-LLM's
+cumulative outputs read without copying the whole output on every step."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from gptoss_runtime.engine.base import GenerationRequest, SamplingParams, TokenChunk
+from gptoss_runtime.engine.trtllm import TrtllmEngine
+from gptoss_runtime.triton_model.delivery import CancellationSweep, Outbox
+
+FINAL = 1
+
+
+class RecordingSender:
+    """Like a Triton response sender: `send` blocks (here: until allowed) and is recorded."""
+
+    def __init__(self, log: list[tuple[str, Any, int]], name: str, gate: threading.Event | None = None) -> None:
+        self.log = log
+        self.name = name
+        self.gate = gate
+
+    def send(self, response: Any, flags: int = 0) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        self.log.append((self.name, response, flags))
+
+
+def test_outbox_sends_from_its_own_thread_in_order_per_request() -> None:
+    log: list[tuple[str, Any, int]] = []
+    threads: set[str] = set()
+
+    def make(payload: int) -> str:
+        threads.add(threading.current_thread().name)
+        return f"response {payload}"
+
+    gate = threading.Event()
+    outbox: Outbox[int] = Outbox(make, FINAL, lambda message: None, name="test-sender")
+    first, second = RecordingSender(log, "a", gate), RecordingSender(log, "b")
+    for step in range(3):
+        outbox.put(first, step, final=step == 2)  # never blocks, although the sender does
+        outbox.put(second, step, final=step == 2)
+    gate.set()
+    outbox.close(timeout=10)
+
+    assert [entry for entry in log if entry[0] == "a"] == [
+        ("a", "response 0", 0),
+        ("a", "response 1", 0),
+        ("a", "response 2", FINAL),
+    ]
+    assert [entry[2] for entry in log if entry[0] == "b"] == [0, 0, FINAL]
+    assert threads == {"test-sender"}
+
+
+def test_a_failed_send_is_reported_and_the_others_still_go_out() -> None:
+    log: list[tuple[str, Any, int]] = []
+    reports: list[str] = []
+
+    class GoneClient:
+        def send(self, response: Any, flags: int = 0) -> None:
+            raise RuntimeError("the client is gone")
+
+    outbox: Outbox[int] = Outbox(str, FINAL, reports.append)
+    outbox.put(GoneClient(), 1, final=True)
+    outbox.put(RecordingSender(log, "ok"), 2, final=True)
+    outbox.close(timeout=10)
+
+    assert log == [("ok", "2", FINAL)]
+    assert len(reports) == 1 and "the client is gone" in reports[0]
+
+
+def test_one_sweep_asks_every_request_once_and_cancels_the_gone_ones_once() -> None:
+    sweep = CancellationSweep(period_s=3600)  # driven by hand below
+    asked: list[str] = []
+    cancelled: list[str] = []
+
+    def watch(name: str, gone: bool) -> int:
+        return sweep.watch(lambda: asked.append(name) or gone, lambda: cancelled.append(name))
+
+    watch("stays", gone=False)
+    watch("left", gone=True)
+    finished = watch("finished", gone=True)
+    sweep.forget(finished)
+
+    assert sweep.sweep() == 1
+    assert sweep.sweep() == 0
+    assert sorted(asked) == ["left", "stays", "stays"]
+    assert cancelled == ["left"]
+    assert sweep.watched == 1
+    sweep.close(timeout=10)
+
+
+class NoFullCopy(list[int]):
+    """A cumulative output that fails if read whole (what `list(token_ids)` on every step did)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the whole output was copied")
+
+
+class Completion:
+    def __init__(self, token_ids: list[int], finish_reason: str | None) -> None:
+        self.token_ids = NoFullCopy(token_ids)
+        self.finish_reason = finish_reason
+        self.stop_reason = None
+
+
+class Output:
+    def __init__(self, token_ids: list[int], finish_reason: str | None = None) -> None:
+        self.outputs = [Completion(token_ids, finish_reason)]
+        self.finished = finish_reason is not None
+
+
+class CumulativeLLM:
+    def generate_async(self, prompt_token_ids: list[int], sampling_params: Any, streaming: bool) -> Any:
+        async def outputs() -> Any:
+            tokens: list[int] = []
+            for step in range(5):
+                tokens = [*tokens, *range(step * 20, step * 20 + 20)]
+                yield Output(tokens, "length" if step == 4 else None)
+
+        return outputs()
+
+
+async def test_cumulative_outputs_are_read_as_their_new_tail_only() -> None:
+    engine = TrtllmEngine(CumulativeLLM(), lambda **kwargs: kwargs, max_batch_size=8)
+    request = GenerationRequest("r", [1], SamplingParams(max_tokens=100))
+
+    chunks = [chunk async for chunk in engine.generate(request)]
+
+    assert [len(chunk.token_ids) for chunk in chunks] == [20] * 5
+    assert chunks[-1] == TokenChunk(list(range(80, 100)), "length")

@@ -16,7 +16,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,7 @@ REFS_FILE: Final = CACHE / "images" / "refs.env"
 CONTAINERD_ADDRESS: Final = "/run/gptoss/containerd/containerd.sock"
 
 REAL_NODE_LABEL: Final = "gptoss.dev/real-node"
+REAL_NODE: Final = {REAL_NODE_LABEL: "true"}
 MIRROR_NAMESPACE: Final = "gptoss-mirror"
 MIRROR_NAME: Final = "hf-mirror"
 MIRROR_PORT: Final = 8080
@@ -99,7 +100,7 @@ def mirror_manifests(image: str) -> list[dict[str, Any]]:
             "runAsGroup": 1000,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "nodeSelector": REAL_NODE,
         "initContainers": [
             {
                 "name": "checkpoints",
@@ -176,6 +177,11 @@ def operator_values(images: Images, watch_namespaces: Sequence[str]) -> list[str
         "operator.cpuStandIn.enabled=true",
         "--set",
         f"operator.weightsMirrorEndpoint={mirror_endpoint()}",
+        # Only the real node runs containers: the model servers and the downloads go there, not to kwok's.
+        "--set-json",
+        f"operator.serverNodeSelector={json.dumps(REAL_NODE)}",
+        "--set-json",
+        f"operator.fetch.nodeSelector={json.dumps(REAL_NODE)}",
         "--set",
         f"watchNamespaces={{{','.join(watch_namespaces)}}}",
         "--set",
@@ -295,12 +301,3 @@ def real_node_names(nodes: dict[str, Any]) -> set[str]:
 
 def to_yaml(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)
-
-
-def as_json(text: str) -> Any:
-    return json.loads(text)
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield

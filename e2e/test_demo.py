@@ -21,7 +21,8 @@ import pytest
 import realpods
 from conftest import Kubectl
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+# Image builds (cached by content) and pod starts on a busy 2-core machine take minutes, not seconds.
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
 
 DEMO_SCRIPT = Path(demo.__file__)
 DEMO_TIMEOUT_S = 900

@@ -29,7 +29,8 @@ from conftest import Kubectl, wait_until
 from gptoss_operator.builders.deployment import PROMETHEUS_ANNOTATIONS
 from gptoss_runtime import contract
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+# The first test's setup may build the images and the adapter (minutes, cold); each wait has its own deadline.
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SAMPLE: Final = REPO / "manifests" / "samples" / "gpt-oss-120b-autoscaling.yaml"
@@ -141,7 +142,7 @@ def operator_hpa() -> dict[str, Any]:
     sample = yaml.safe_load(SAMPLE.read_text())
     sample["spec"]["autoscaling"]["mode"] = "hpa"
     rendered = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "gptoss-operator"), "render", "-f", "-"],
+        [str(Path(sys.executable).parent / "gptoss-operator"), "render", "-f", "-"],
         input=yaml.safe_dump(sample),
         capture_output=True,
         text=True,
@@ -150,7 +151,7 @@ def operator_hpa() -> dict[str, Any]:
     ).stdout
     hpas = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "HorizontalPodAutoscaler"]
     assert len(hpas) == 1, f"the operator rendered {len(hpas)} HorizontalPodAutoscalers for mode hpa"
-    hpa = hpas[0]
+    hpa: dict[str, Any] = hpas[0]
     hpa["metadata"] = {"name": EXPORTER, "namespace": NAMESPACE, "labels": hpa["metadata"]["labels"]}
     hpa["spec"]["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": EXPORTER}
     return hpa

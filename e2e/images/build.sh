@@ -5,12 +5,14 @@
 # inputs did not change is never rebuilt.
 #
 # Usage:
-#   e2e/images/build.sh [pause|runtime-cpu|operator|all]...     (default: all)
+#   e2e/images/build.sh [pause|base|runtime-cpu|operator|all]...     (default: all)
 #       Builds what is missing, then writes ~/.cache/gpt-oss-operator/images/refs.env (merged, so a
 #       partial build keeps the other lines):
 #         PAUSE_IMAGE=localhost/gpt-oss-operator/pause:<hash12>          PAUSE_ARCHIVE=<path>.docker.tar
 #         RUNTIME_CPU_IMAGE=localhost/gpt-oss-operator/runtime:cpu-<hash12>  RUNTIME_CPU_ARCHIVE=...
 #         OPERATOR_IMAGE=localhost/gpt-oss-operator/operator:<hash12>    OPERATOR_ARCHIVE=...
+#         BASE_IMAGE=localhost/gpt-oss-operator/debian-base:bookworm-<hash12>  BASE_ARCHIVE=...
+#       (the Debian base the others start from: minbase + python3; root, /bin/sh; for helper pods)
 #       Refs are never `:latest`, so `imagePullPolicy: IfNotPresent` uses the loaded image without a registry.
 #   e2e/images/build.sh load [--address /run/gptoss/containerd/containerd.sock] [--namespace k8s.io]
 #       Imports every archive named in refs.env into that containerd namespace with `ctr` (skipping refs
@@ -34,8 +36,10 @@ install_missing_tools() {
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
 }
 
-if [[ "${1:-}" != "load" ]]; then install_missing_tools; fi
-# One build at a time per cache (containers/storage and the archives are shared).
+if [[ "${1:-}" == "load" ]]; then exec python3 "$HERE/images.py" "$@"; fi
+install_missing_tools
+# One build at a time per cache (containers/storage and the archives are shared). `load` only reads
+# refs.env (replaced atomically), so it does not wait for a build.
 CACHE="${GPTOSS_CACHE:-$HOME/.cache/gpt-oss-operator}"
 mkdir -p "$CACHE/images"
 exec 9>"$CACHE/images/.lock"

@@ -65,6 +65,8 @@ IGNORED_NAMES = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 # What the Dockerfiles COPY from the repository (the staged build context holds exactly these).
 PROJECT_SOURCES: tuple[str, ...] = ("pyproject.toml", "README.md", "operator", "runtime")
+# The build's layer cache (untagged images) is trimmed past this many (GPTOSS_IMAGES_CACHE_LIMIT).
+DEFAULT_LAYER_CACHE_LIMIT = 80
 
 
 class BuildError(Exception):
@@ -115,9 +117,12 @@ class ImageTarget:
 
 
 PAUSE = ImageTarget("pause", "PAUSE", "pause", "")
+# The Debian root filesystem itself, also exported: helper pods that only need /bin/sh (the volume
+# provisioner's) run it on the node.
+BASE = ImageTarget("base", "BASE", "debian-base", f"{DEBIAN_SUITE}-")
 RUNTIME_CPU = ImageTarget("runtime-cpu", "RUNTIME_CPU", "runtime", "cpu-")
 OPERATOR = ImageTarget("operator", "OPERATOR", "operator", "")
-TARGETS: dict[str, ImageTarget] = {target.name: target for target in (PAUSE, RUNTIME_CPU, OPERATOR)}
+TARGETS: dict[str, ImageTarget] = {target.name: target for target in (PAUSE, BASE, RUNTIME_CPU, OPERATOR)}
 
 
 # --- content hashes (pure: inputs in, hex digest out) -----------------------------------------------
@@ -282,52 +287,64 @@ def build_pause(paths: Paths) -> tuple[str, Path]:
 # --- the Debian base -------------------------------------------------------------------------------
 
 
-def build_base(paths: Paths) -> str:
-    """The mmdebstrap root filesystem as an image in our storage; returns its ref."""
+@dataclass(frozen=True)
+class Base:
+    ref: str  # the image in our storage (imported from the tarball when a build needs it)
+    tarball: Path
+    python_version: str  # its python3's full version; part of the wheelhouse key
+
+
+def base_ref(key: str) -> str:
+    return BASE.ref(key)
+
+
+def prepare_base(paths: Paths) -> Base:
+    """The base, keyed by suite + packages. Warm, this reads one small file: an image whose archive is
+    cached is then found without touching containers/storage."""
     key = base_key()
-    ref = f"{REGISTRY_PREFIX}/debian-base:{DEBIAN_SUITE}-{key[:HASH_LENGTH]}"
-    if image_exists(paths, ref):
-        return ref
     tarball = paths.images / f"rootfs-{DEBIAN_SUITE}-{key[:HASH_LENGTH]}.tar"
+    version_file = tarball.with_suffix(".python-version")
     if not tarball.is_file():
-        started = time.monotonic()
-        partial = tarball.with_name(tarball.name + ".partial")
-        options = [f"--dpkgopt={option}" for option in DPKG_EXCLUDES]
-        run(
-            [
-                "mmdebstrap",
-                "--quiet",
-                "--variant=minbase",
-                f"--include={','.join(DEBIAN_PACKAGES)}",
-                *options,
-                "--format=tar",
-                DEBIAN_SUITE,
-                str(partial),
-            ]
-        )
-        partial.replace(tarball)
-        log(f"root filesystem built in {time.monotonic() - started:.0f}s: {tarball}")
+        build_rootfs(tarball)
+        version_file.unlink(missing_ok=True)
+    if not version_file.is_file():
+        ensure_base_image(paths, base_ref(key), tarball)
+        version_file.write_text(image_python_version(paths, base_ref(key)) + "\n")
+    return Base(base_ref(key), tarball, version_file.read_text().strip())
+
+
+def build_base_image(paths: Paths) -> tuple[str, Path]:
+    base = prepare_base(paths)
+    archive = BASE.archive(paths, base_key())
+    if not archive.is_file():
+        ensure_base_image(paths, base.ref, base.tarball)
+        export_archive(paths, base.ref, archive)
+    return base.ref, archive
+
+
+def build_rootfs(tarball: Path) -> None:
+    started = time.monotonic()
+    partial = tarball.with_name(tarball.name + ".partial")
+    options = [f"--dpkgopt={option}" for option in DPKG_EXCLUDES]
+    packages = f"--include={','.join(DEBIAN_PACKAGES)}"
+    run(["mmdebstrap", "--quiet", "--variant=minbase", packages, *options, "--format=tar", DEBIAN_SUITE, str(partial)])
+    partial.replace(tarball)
+    log(f"root filesystem built in {time.monotonic() - started:.0f}s: {tarball}")
+
+
+def ensure_base_image(paths: Paths, ref: str, tarball: Path) -> None:
+    """Import the root filesystem tarball into our storage as an image (once per storage)."""
+    if image_exists(paths, ref):
+        return
     container = run(buildah(paths, "from", "--quiet", "scratch"), capture_output=True).stdout.strip()
     try:
         run(buildah(paths, "add", "--quiet", container, str(tarball), "/"))
-        run(
-            buildah(
-                paths,
-                "config",
-                "--env",
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "--env",
-                "LANG=C.UTF-8",
-                "--cmd",
-                "/bin/bash",
-                container,
-            )
-        )
+        path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        run(buildah(paths, "config", "--env", path, "--env", "LANG=C.UTF-8", "--cmd", "/bin/bash", container))
         run(buildah(paths, "commit", "--quiet", "--rm", container, ref), capture_output=True)
     except BuildError:
         subprocess.run(buildah(paths, "rm", container), capture_output=True, check=False)
         raise
-    return ref
 
 
 # --- the wheelhouse --------------------------------------------------------------------------------
@@ -374,13 +391,12 @@ def resolver_python(paths: Paths, version: str) -> str:
     return str(resolver / "bin" / "python")
 
 
-def build_wheelhouse(paths: Paths, python_version: str) -> tuple[str, Path]:
+def build_wheelhouse(paths: Paths, pyproject: bytes, python_version: str) -> Path:
     """Wheels of every requirement, built on the host once per key (pip reuses its own cache too)."""
-    pyproject = (REPO_ROOT / "pyproject.toml").read_bytes()
     key = wheelhouse_key(pyproject, python=python_version)
     directory = paths.wheels / key[:HASH_LENGTH]
     if (directory / ".complete").is_file():
-        return key, directory
+        return directory
     started = time.monotonic()
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -403,19 +419,34 @@ def build_wheelhouse(paths: Paths, python_version: str) -> tuple[str, Path]:
     shutil.rmtree(directory, ignore_errors=True)
     partial.replace(directory)
     log(f"wheelhouse built in {time.monotonic() - started:.0f}s: {directory}")
-    return key, directory
+    # Older wheelhouses belong to older pyproject.toml files; pip's own cache keeps their downloads.
+    for stale in paths.wheels.iterdir():
+        if stale != directory and not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
+    return directory
 
 
 # --- the Python images -----------------------------------------------------------------------------
 
 
-def stage_context(destination: Path, wheels: Path) -> None:
-    """Exactly the hashed sources, plus the wheelhouse (hard links: no copy) as `wheels/`."""
+def stage_context(destination: Path, wheels: Path, pyproject: bytes) -> None:
+    """Exactly the hashed sources, plus the wheelhouse (hard links: no copy) as `wheels/` with the
+    requirements the runtime image installs before the project (its dependency layer)."""
     for relative in source_files(REPO_ROOT, PROJECT_SOURCES):
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / relative, target)
     shutil.copytree(wheels, destination / "wheels", copy_function=link_or_copy)
+    for extra, pins in (("runtime", RUNTIME_PINS), ("operator", ())):
+        requirements = "\n".join(image_requirements(pyproject, extra, pins)) + "\n"
+        (destination / "wheels" / f"requirements-{extra}.txt").write_text(requirements)
+
+
+def image_requirements(pyproject: bytes, extra: str, pins: Sequence[str]) -> list[str]:
+    """What an image needs besides the project itself: its dependencies, the extra and the pins."""
+    project = tomllib.loads(pyproject.decode())["project"]
+    extras = project.get("optional-dependencies", {}).get(extra, [])
+    return list(dict.fromkeys([*project.get("dependencies", []), *extras, *pins]))
 
 
 def link_or_copy(source: str, destination: str) -> None:
@@ -428,17 +459,23 @@ def link_or_copy(source: str, destination: str) -> None:
 def build_project_image(
     paths: Paths, target: ImageTarget, dockerfile: str, base_arg: str, build_args: dict[str, str]
 ) -> tuple[str, Path]:
-    base = build_base(paths)
-    wheels_key, wheels = build_wheelhouse(paths, image_python_version(paths, base))
-    digest = project_image_hash(target, dockerfile, REPO_ROOT, base, wheels_key)
+    base = prepare_base(paths)
+    pyproject = (REPO_ROOT / "pyproject.toml").read_bytes()
+    wheels_key = wheelhouse_key(pyproject, python=base.python_version)
+    digest = project_image_hash(target, dockerfile, REPO_ROOT, base.ref, wheels_key)
     ref, archive = target.ref(digest), target.archive(paths, digest)
     if archive.is_file():
         log(f"{target.name} cached: {ref}")
         return ref, archive
     started = time.monotonic()
+    ensure_base_image(paths, base.ref, base.tarball)
+    wheels = build_wheelhouse(paths, pyproject, base.python_version)
     with tempfile.TemporaryDirectory(prefix=f"gptoss-{target.name}-", dir=paths.images) as context:
-        stage_context(Path(context), wheels)
-        arguments = [f"--build-arg={name}={value}" for name, value in {**build_args, base_arg: base}.items()]
+        stage_context(Path(context), wheels, pyproject)
+        keys = {"WHEELHOUSE_KEY": wheels_key[:HASH_LENGTH], "SOURCES_KEY": digest[:HASH_LENGTH]}
+        arguments = [
+            f"--build-arg={name}={value}" for name, value in {**build_args, **keys, base_arg: base.ref}.items()
+        ]
         # RUN steps stay offline because pip gets --no-index and the mounted wheelhouse (chroot isolation,
         # which needs no runc or cgroups, cannot take --network=none).
         run(
@@ -469,7 +506,53 @@ def build_operator(paths: Paths) -> tuple[str, Path]:
     return build_project_image(paths, OPERATOR, "operator/Dockerfile", "PYTHON_IMAGE", {})
 
 
-BUILDERS = {PAUSE.name: build_pause, RUNTIME_CPU.name: build_runtime_cpu, OPERATOR.name: build_operator}
+BUILDERS = {
+    PAUSE.name: build_pause,
+    BASE.name: build_base_image,
+    RUNTIME_CPU.name: build_runtime_cpu,
+    OPERATOR.name: build_operator,
+}
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+
+
+def stale_archives(paths: Paths, target: ImageTarget, current: Path) -> list[Path]:
+    return sorted(path for path in paths.images.glob(f"{target.name}-*.docker.tar") if path != current)
+
+
+def prune(paths: Paths, target: ImageTarget, ref: str, archive: Path) -> None:
+    """Drop the target's older archives and tags: each input change would otherwise leave ~0.5 GB behind.
+    (Images already imported into a containerd stay there; the kubelet's image GC owns those.)"""
+    for path in stale_archives(paths, target, archive):
+        path.unlink(missing_ok=True)
+        log(f"removed stale {path.name}")
+    repository = ref.rsplit(":", 1)[0]
+    listed = subprocess.run(
+        buildah(paths, "images", "--format", "{{.Name}}:{{.Tag}}"), capture_output=True, text=True, check=False
+    )
+    stale = [name for name in listed.stdout.split() if name.startswith(repository + ":") and name != ref]
+    if stale:
+        subprocess.run(buildah(paths, "rmi", *stale), capture_output=True, check=False)
+
+
+def untagged_images(paths: Paths) -> int:
+    listed = subprocess.run(
+        buildah(paths, "images", "--all", "--format", "{{.Name}}"), capture_output=True, text=True, check=False
+    )
+    return sum(1 for name in listed.stdout.split() if name in ("<none>", "localhost/<none>"))
+
+
+def trim_layer_cache(paths: Paths, limit: int) -> None:
+    """Untagged images are the layer cache that makes rebuilds fast (the dependency layers), but every
+    change of the sources or the wheelhouse leaves some behind (about ten per rebuild). Past the limit,
+    drop those no tagged image stands on: the next build of each image reinstalls its dependencies once.
+    (Counting images is instant; measuring the storage with du takes seconds.)"""
+    count = untagged_images(paths)
+    if count <= limit:
+        return
+    log(f"{count} untagged images (limit {limit}, GPTOSS_IMAGES_CACHE_LIMIT): dropping the layer cache")
+    subprocess.run(buildah(paths, "rmi", "--prune"), capture_output=True, check=False)
 
 
 # --- refs.env --------------------------------------------------------------------------------------
@@ -529,7 +612,7 @@ def load(paths: Paths, address: str, namespace: str) -> None:
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="e2e/images/build.sh", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("what", nargs="*", default=["all"], help="pause | runtime-cpu | operator | all | load")
+    parser.add_argument("what", nargs="*", default=["all"], help="pause | base | runtime-cpu | operator | all | load")
     parser.add_argument("--address", default="/run/gptoss/containerd/containerd.sock", help="load: containerd socket")
     parser.add_argument("--namespace", default="k8s.io", help="load: containerd namespace (the CRI's is k8s.io)")
     return parser.parse_args(argv)
@@ -547,7 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [name for name in names if name not in TARGETS]
         if unknown:
             raise BuildError(f"unknown image {unknown[0]!r}: choose from {', '.join(TARGETS)}, all or load")
-        record(paths, {TARGETS[name]: BUILDERS[name](paths) for name in names})
+        started = time.time()
+        built = {TARGETS[name]: BUILDERS[name](paths) for name in names}
+        record(paths, built)
+        for target, (ref, archive) in built.items():
+            prune(paths, target, ref, archive)
+        if any(archive.stat().st_mtime >= started for _, archive in built.values()):
+            trim_layer_cache(paths, int(os.environ.get("GPTOSS_IMAGES_CACHE_LIMIT") or DEFAULT_LAYER_CACHE_LIMIT))
     except BuildError as error:
         log(f"ERROR: {error}")
         return 1

@@ -129,6 +129,7 @@ def serve(client: ApiClient, host: str, port: int) -> None:
             try:
                 body = json.dumps(targets(client.get("/api/v1/pods")["items"])).encode()
             except OSError as error:  # an unreachable API server: Prometheus keeps its last targets
+                print(f"listing pods failed: {error}", file=sys.stderr, flush=True)
                 self.send_error(503, f"listing pods failed: {error}")
                 return
             self.send_response(200)

@@ -63,6 +63,12 @@ ensure_pki() {
 }
 
 apply_cluster_objects() {
+  # Right after down.sh the namespace may still be terminating; nothing can be created in it until it is gone.
+  if [[ "$(kctl get namespace "$METRICS_NAMESPACE" -o jsonpath='{.status.phase}' 2>/dev/null)" == Terminating ]]; then
+    log "waiting for the terminating namespace $METRICS_NAMESPACE to go"
+    kctl wait --for=delete "namespace/$METRICS_NAMESPACE" --timeout="${READY_TIMEOUT_S}s" >/dev/null ||
+      die "namespace $METRICS_NAMESPACE is still terminating after ${READY_TIMEOUT_S}s"
+  fi
   # shellcheck disable=SC2016  # envsubst's list of the variables it may replace, literally
   local variables='${METRICS_NAMESPACE} ${ADAPTER_SERVICE} ${ADAPTER_PORT} ${GPTOSS_NODE_IP} ${ADAPTER_CA_BUNDLE}'
   (
@@ -76,9 +82,12 @@ apply_cluster_objects() {
 # older than half its lifetime (the processes using it restart then: it is one of their inputs).
 ensure_kubeconfig() {
   local account="$1" file="$CONF_DIR/$1.kubeconfig"
-  if [[ -s "$file" ]] && [[ -z $(find "$file" -mmin +$((TOKEN_DURATION_HOURS * 30)) 2>/dev/null) ]]; then
+  # Reused while young and still accepted: a recreated cluster has a new CA and token signing key.
+  if [[ -s "$file" ]] && [[ -z $(find "$file" -mmin +$((TOKEN_DURATION_HOURS * 30)) 2>/dev/null) ]] &&
+    "$GPTOSS_KUBECTL" --kubeconfig "$file" --request-timeout=10s auth whoami >/dev/null 2>&1; then
     return
   fi
+  log "issuing a ${TOKEN_DURATION_HOURS}h token for ServiceAccount $METRICS_NAMESPACE/$account"
   local server ca token
   server=$(kctl config view --minify --raw -o jsonpath='{.clusters[0].cluster.server}')
   ca=$(kctl config view --minify --raw --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
@@ -124,9 +133,31 @@ ensure_prometheus() {
     curl -fsS -o /dev/null "http://$PROMETHEUS_ADDRESS/-/ready"
 }
 
+# caller_authentication_flags: how the adapter authenticates the aggregator. With front-proxy settings
+# in kube-system/extension-apiserver-authentication (--requestheader-* on the API server) it looks them up
+# itself and sees the original caller. kwokctl sets none; then the adapter would retry that lookup and log
+# an error forever, so it gets the cluster's client CA as a file instead and authenticates the
+# aggregator's client certificate (see README: the API server authorizes the caller before it proxies).
+caller_authentication_flags() {
+  local jsonpath='{.data.requestheader-client-ca-file}'
+  if [[ -n "$(kctl get configmap -n kube-system extension-apiserver-authentication -o jsonpath="$jsonpath")" ]]; then
+    rm -f "$PKI_DIR/cluster-client-ca.crt"
+    return
+  fi
+  kctl get configmap -n kube-system extension-apiserver-authentication \
+    -o jsonpath='{.data.client-ca-file}' >"$PKI_DIR/cluster-client-ca.crt"
+  [[ -s "$PKI_DIR/cluster-client-ca.crt" ]] || die "kube-system/extension-apiserver-authentication has no client-ca-file"
+  echo "--authentication-skip-lookup=true"
+  echo "--client-ca-file=$PKI_DIR/cluster-client-ca.crt"
+}
+
 ensure_adapter() {
-  local kubeconfig="$CONF_DIR/prometheus-adapter.kubeconfig"
-  ensure_process prometheus-adapter "$ADAPTER_BIN" "$CONF_DIR/adapter-config.yaml" "$kubeconfig" "$PKI_DIR/adapter.crt" -- \
+  local kubeconfig="$CONF_DIR/prometheus-adapter.kubeconfig" authentication inputs
+  mapfile -t authentication < <(caller_authentication_flags)
+  inputs=("$CONF_DIR/adapter-config.yaml" "$kubeconfig" "$PKI_DIR/adapter.crt")
+  if [[ -f "$PKI_DIR/cluster-client-ca.crt" ]]; then inputs+=("$PKI_DIR/cluster-client-ca.crt"); fi
+  ensure_process prometheus-adapter "$ADAPTER_BIN" "${inputs[@]}" -- \
+    "${authentication[@]}" \
     --secure-port="$ADAPTER_PORT" \
     --bind-address="$GPTOSS_NODE_IP" \
     --tls-cert-file="$PKI_DIR/adapter.crt" \
@@ -159,8 +190,8 @@ main() {
   flock 9
   ensure_pki
   apply_cluster_objects
-  ensure_kubeconfig prometheus >/dev/null
-  ensure_kubeconfig prometheus-adapter >/dev/null
+  ensure_kubeconfig prometheus
+  ensure_kubeconfig prometheus-adapter
   render_configs
   ensure_discovery
   ensure_prometheus

@@ -181,13 +181,16 @@ class Reflector:
                 self._stopping.wait(delay)
 
     def _list(self) -> str:
-        items, version = self.kube.list_with_version(
+        reduced: list[Json] = []
+        version = ""
+        for page, page_version in self.kube.list_pages(
             self.spec.rtype,
             self.spec.namespace,
             label_selector=self.spec.label_selector,
             field_selector=self.spec.field_selector,
-        )
-        reduced = [self.spec.reduce(item) for item in items]
+        ):
+            reduced.extend(self.spec.reduce(item) for item in page)  # each page reduced before the next
+            version = page_version  # every page of one list carries the same snapshot version
         self.store.replace(reduced, self.spec.namespace)
         self.synced.set()
         for obj in reduced:
@@ -259,8 +262,10 @@ class ClusterCache:
         *,
         namespaces: Iterable[str] = (),
         on_owner_change: Callable[[str, str], None] | None = None,
+        on_spec_change: Callable[[str, str], None] | None = None,
     ) -> None:
         self._on_owner_change = on_owner_change
+        self._on_spec_change = on_spec_change or on_owner_change  # a new CR or a spec change (urgent)
         self._generations: dict[Key, object] = {}  # what a CR's last event showed of its spec and metadata
         self._generations_lock = threading.Lock()
         self.children: dict[str, Store] = {}
@@ -273,6 +278,7 @@ class ClusterCache:
             Reflector(kube, WatchSpec(PODS, reduce=reduce_pod), self.pods, self._pod_changed),
         ]
         scopes: list[str | None] = list(namespaces) or [None]
+        self._namespaces = frozenset(namespaces)  # empty: all
         for namespace in scopes:
             spec = WatchSpec(GPTOSS, namespace)
             self.reflectors.append(Reflector(kube, spec, self.deployments, self._deployment_changed))
@@ -341,8 +347,8 @@ class ClusterCache:
                 return
             else:
                 self._generations[key] = seen
-        if self._on_owner_change is not None:
-            self._on_owner_change(*key)
+        if self._on_spec_change is not None:
+            self._on_spec_change(*key)
 
     def _child_changed(self, _event: str, obj: Json) -> None:
         owner = _owner_key(obj)
@@ -354,5 +360,7 @@ class ClusterCache:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         owner = labels.get(names.LABEL_DEPLOYMENT)
         namespace = (pod.get("metadata") or {}).get("namespace")
+        if self._namespaces and namespace not in self._namespaces:
+            return  # pods are watched cluster-wide for capacity; another operator owns these CRs
         if owner and namespace and self._on_owner_change is not None:
             self._on_owner_change(str(namespace), str(owner))

@@ -126,8 +126,14 @@ class OperatorRuntime:
         self._rng = rng or random.Random()  # noqa: S311 - resync jitter, not cryptography
         self._tasks: list[asyncio.Task[None]] = []
 
-    def enqueue(self, namespace: str, name: str) -> None:
-        self.queue.add((namespace, name))
+    def enqueue(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        if self.settings.namespaces and namespace not in self.settings.namespaces:
+            return  # never touch a CR outside the watched namespaces (another operator may own it)
+        self.queue.add((namespace, name), urgent=urgent)
+
+    def enqueue_urgent(self, namespace: str, name: str) -> None:
+        """A new CR or a changed spec: before the reconciles that only follow pods and children."""
+        self.enqueue(namespace, name, urgent=True)
 
     async def _process(self, key: Key) -> None:
         await asyncio.to_thread(reconcile_or_retry_after, self.reconciler, *key)
@@ -140,7 +146,13 @@ class OperatorRuntime:
             if self._child_kinds is not None
             else await asyncio.to_thread(cached_child_kinds, self.kube)
         )
-        cache = ClusterCache(self.kube, kinds, namespaces=self.settings.namespaces, on_owner_change=self.enqueue)
+        cache = ClusterCache(
+            self.kube,
+            kinds,
+            namespaces=self.settings.namespaces,
+            on_owner_change=self.enqueue,
+            on_spec_change=self.enqueue_urgent,
+        )
         self.cache = self.reconciler.cache = cache
         await asyncio.to_thread(cache.start)
         timeout = self.settings.cache_sync_timeout_seconds

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -46,8 +47,10 @@ TRANSIENT_CODES: Final = frozenset({409, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_SECONDS: Final = 5.0
 MAX_BACKOFF_SECONDS: Final = 60.0
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read
+LIST_PAGE_SIZE: Final = 250  # objects per page of a cache's (re)list
 # Each watch holds a connection for its whole life (about a dozen watches), plus the reconcile workers.
-CONNECTION_POOL_SIZE: Final = 32
+CONNECTION_POOL_SIZE: Final = 64
+APPLY_THREADS: Final = 16  # children applied at once, over all reconciles
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -326,6 +329,7 @@ class Kube:
         self._clock = clock
         self._discovery: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        self._appliers = ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply")
 
     @classmethod
     def from_environment(cls, **kwargs: Any) -> Kube:
@@ -369,6 +373,7 @@ class Kube:
             raise TransientApiError(verb, path, 0, type(error).__name__, DEFAULT_BACKOFF_SECONDS) from error
         code = int(response.status)
         self._on_request(verb, code)
+        log.debug("%s %s: HTTP %d", verb, path, code)
         if code == 404 and method in ("GET", "DELETE"):
             return None
         if code >= 300:
@@ -411,22 +416,33 @@ class Kube:
             item.setdefault("apiVersion", rtype.api_version)
         return items
 
-    def list_with_version(
+    def list_pages(
         self,
         rtype: ResourceType,
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[list[Json], str]:
-        """Objects of `rtype` (all namespaces by default) and the list's resourceVersion (a watch starts there)."""
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> Iterator[tuple[list[Json], str]]:
+        """Objects of `rtype` (all namespaces by default), a page at a time, with the list's resourceVersion.
+
+        Pages keep the heap small: 2,000 pods in one response are ~23 MB of JSON and ~100 MiB parsed, a page
+        of 250 an eighth of that, and the caller can reduce each page before the next arrives.
+        """
         query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-        result = self.request("list", "GET", rtype.path(namespace), query=query) or {}
-        items: list[Json] = list(result.get("items") or [])
-        for item in items:
-            item.setdefault("kind", rtype.kind)
-            item.setdefault("apiVersion", rtype.api_version)
-        return items, str((result.get("metadata") or {}).get("resourceVersion") or "")
+        query["limit"] = str(page_size)
+        while True:
+            result = self.request("list", "GET", rtype.path(namespace), query=query) or {}
+            items: list[Json] = list(result.get("items") or [])
+            for item in items:
+                item.setdefault("kind", rtype.kind)
+                item.setdefault("apiVersion", rtype.api_version)
+            meta = result.get("metadata") or {}
+            yield items, str(meta.get("resourceVersion") or "")
+            if not meta.get("continue"):
+                return
+            query["continue"] = str(meta["continue"])
 
     def watch(
         self,
@@ -608,16 +624,18 @@ class Kube:
             current = dict(live)
         applied: list[tuple[str, str]] = []
         failed: list[ChildFailure] = []
-        for child in desired:
-            manifest = with_applied_hash(child)
+        manifests = [with_applied_hash(child) for child in desired]
+        changed = [m for m in manifests if needs_apply(m, current.get(object_key(m)))]
+        # Children are independent objects (a pod waits for its ConfigMap and claim by itself): apply them at
+        # once, so a new CR costs one round trip of latency rather than seven.
+        results = list(self._appliers.map(lambda m: self._apply_one(m, current.get(object_key(m))), changed))
+        for manifest, (result, error) in zip(changed, results, strict=True):
             key = object_key(manifest)
-            if not needs_apply(manifest, current.get(key)):
-                continue
-            try:
-                current[key] = self._apply_or_replace(manifest, current.get(key))
-                applied.append(key)
-            except ApiError as error:
+            if error is not None:
                 failed.append(ChildFailure(key[0], key[1], "apply", error))
+            else:
+                current[key] = result
+                applied.append(key)
         wanted = {object_key(child) for child in desired}
         pruned: list[tuple[str, str]] = []
         for key, obj in list(current.items()):
@@ -630,6 +648,12 @@ class Kube:
             except ApiError as error:
                 failed.append(ChildFailure(key[0], key[1], "prune", error))
         return SyncResult(tuple(applied), tuple(pruned), current, tuple(failed))
+
+    def _apply_one(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> tuple[Json, ApiError | None]:
+        try:
+            return self._apply_or_replace(manifest, live), None
+        except ApiError as error:
+            return {}, error
 
     def _apply_or_replace(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> Json:
         """Apply; a Job whose (immutable) pod template changed is deleted so the next attempt recreates it."""

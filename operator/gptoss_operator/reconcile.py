@@ -414,14 +414,3 @@ class Reconciler:
             # The TTFT alert compares against the deployment's own target (2 s without one).
             time_to_first_token_target_seconds=cr.spec.autoscaling.targets.time_to_first_token_seconds,
         )
-
-    # ---------------------------------------------------------------------------- resync
-    def list_all(self, namespaces: Sequence[str]) -> list[tuple[str, str]]:
-        """(namespace, name) of every GptOssDeployment the operator watches."""
-        found: list[tuple[str, str]] = []
-        scopes: list[str | None] = list(namespaces) if namespaces else [None]
-        for namespace in scopes:
-            for item in self.kube.list_items(GPTOSS, namespace):
-                meta = item.get("metadata") or {}
-                found.append((str(meta.get("namespace")), str(meta.get("name"))))
-        return found

@@ -63,6 +63,21 @@ class StandInResources(BaseModel):
     )
 
 
+class FetchToleration(BaseModel):
+    """A core/v1 Toleration for the weights download Job's pod."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+    def manifest(self) -> dict[str, object]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
 class OperatorSettings(BaseSettings):
     """Settings of one operator process."""
 
@@ -122,6 +137,22 @@ class OperatorSettings(BaseSettings):
     stand_in_resources: StandInResources = Field(
         default_factory=StandInResources,
         description="CPU and memory of the server, gateway and fetch containers under engine_stand_in (JSON in env).",
+    )
+    # Placement the cluster operator decides for every GptOssDeployment (JSON in env): a pool of GPU nodes, or
+    # the nodes able to run the stand-in; the weights Job runs where the cluster operator says, which matters on
+    # clusters whose every node carries the GPU taint.
+    server_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels every server pod must match, over the GptOssDeployment's own nodeSelector.",
+    )
+    fetch_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the weights download Job's pod must match."
+    )
+    fetch_tolerations: list[FetchToleration] = Field(
+        default_factory=list, description="Tolerations of the weights download Job's pod (core/v1 Toleration list)."
+    )
+    fetch_priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of the weights download Job's pod.", max_length=253
     )
     # Fleet scale (issue 12): the work queue, the watch-fed caches and leader election.
     reconcile_workers: int = Field(

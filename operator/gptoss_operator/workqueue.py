@@ -7,7 +7,9 @@ jittered resync) calls `add(key)`; nothing else starts a reconcile. Properties:
 - a key is never processed by two workers at once; a trigger during its processing re-queues it after;
 - at most `workers` keys are processed at a time (memory stays bounded at startup with hundreds of CRs);
 - a failed key comes back after a per-key exponential backoff (or the delay the failure asks for); a
-  success forgets its failures.
+  success forgets its failures;
+- an urgent key (a new or changed spec) goes before the others (echoes of pods and children settling), so
+  a fleet that is busy settling still applies a new CR's children at once.
 
 `add` is thread-safe (the caches' reflector threads call it).
 """
@@ -56,8 +58,9 @@ class WorkQueue(Generic[K]):
         self._base_backoff = base_backoff_seconds
         self._worker_count = workers
         self._max_backoff = max_backoff_seconds
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
-        self._queued: set[K] = set()
+        self._ready: asyncio.PriorityQueue[tuple[int, int, K]] = asyncio.PriorityQueue()
+        self._queued: dict[K, int] = {}  # key -> priority of its entry (0 urgent, 1 normal)
+        self._sequence = 0  # FIFO within a priority
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._failures: dict[K, int] = {}
@@ -83,8 +86,8 @@ class WorkQueue(Generic[K]):
                 await task
 
     # ------------------------------------------------------------------------------------- triggers
-    def add(self, key: K, delay: float = 0.0) -> None:
-        """Queue `key` (after `delay` seconds); safe to call from any thread."""
+    def add(self, key: K, delay: float = 0.0, *, urgent: bool = False) -> None:
+        """Queue `key` (after `delay` seconds; `urgent`: before the others); safe to call from any thread."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("WorkQueue.add before start()")
@@ -93,25 +96,32 @@ class WorkQueue(Generic[K]):
         except RuntimeError:
             running = None
         if running is loop:
-            self._add(key, delay)
+            self._add(key, delay, urgent)
         else:
-            loop.call_soon_threadsafe(self._add, key, delay)
+            loop.call_soon_threadsafe(self._add, key, delay, urgent)
 
-    def _add(self, key: K, delay: float) -> None:
+    def _add(self, key: K, delay: float, urgent: bool = False) -> None:
         if delay > 0:
             self._add_later(key, delay)
             return
         if key in self._processing:
             self._dirty.add(key)  # goes round once more when the running one ends
             return
+        priority = 0 if urgent else 1
         if key in self._queued:
+            if priority < self._queued[key]:  # promote: a second entry; the first is skipped when it comes up
+                self._push(key, priority)
             return
         if key in self._delayed:
             if self._failures.get(key):
                 return  # backing off after a failure: triggers (often echoes of our own writes) wait too
             self._delayed.pop(key).cancel()  # a plain delayed add: the trigger brings it forward
-        self._queued.add(key)
-        self._ready.put_nowait(key)
+        self._push(key, priority)
+
+    def _push(self, key: K, priority: int) -> None:
+        self._queued[key] = priority
+        self._sequence += 1
+        self._ready.put_nowait((priority, self._sequence, key))
 
     def _add_later(self, key: K, delay: float) -> None:
         if key in self._queued or key in self._delayed:
@@ -138,8 +148,10 @@ class WorkQueue(Generic[K]):
 
     async def _work(self) -> None:
         while True:
-            key = await self._ready.get()
-            self._queued.discard(key)
+            priority, _, key = await self._ready.get()
+            if self._queued.get(key) != priority:
+                continue  # a stale entry of a promoted (or already processed) key
+            del self._queued[key]
             self._processing.add(key)
             retry_in: float | None = None
             try:

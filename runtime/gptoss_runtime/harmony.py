@@ -459,6 +459,9 @@ class HarmonyStreamParser:
         self._out_message = -1  # which message the last pending delta belongs to
         self.messages: list[ParsedMessage] = []
         self.stop_token: str | None = None  # RETURN or CALL once seen
+        # (channel, recipient) of the last token fed when it was message text, else None: lets a caller
+        # that feeds one token at a time tell which tokens carry text (for per-token logprobs).
+        self.last_text_channel: tuple[str, str | None] | None = None
 
     @property
     def done(self) -> bool:
@@ -480,6 +483,7 @@ class HarmonyStreamParser:
     # ---- states ----
 
     def _feed_one(self, token: int) -> None:
+        self.last_text_channel = None
         if self._state == "done":
             return
         if token in (self._return, self._call):
@@ -515,6 +519,7 @@ class HarmonyStreamParser:
             self._header = []
             self._state = "header"
         elif not self._is_special(token):
+            self.last_text_channel = (self._channel, self._recipient)
             self._emit(self._decoder.decode(self._bytes(token)))
         # Other special tokens inside content (a stray <|channel|>, reserved ids) carry no text.
 
@@ -639,6 +644,7 @@ class RawTextParser:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._done = False
         self.stop_token: str | None = None
+        self.last_text_channel: tuple[str, str | None] | None = None  # as HarmonyStreamParser's
 
     @property
     def done(self) -> bool:
@@ -647,12 +653,14 @@ class RawTextParser:
     def feed(self, token_ids: Sequence[int]) -> list[ChannelDelta]:
         pieces = []
         for token in token_ids:
+            self.last_text_channel = None
             if self._done:
                 break
             if int(token) in self._stops:
                 self._done = True
                 self.stop_token = RETURN if int(token) == self._tokenizer.token_id(RETURN) else CALL
             elif not self._tokenizer.is_special(int(token)) and 0 <= int(token) < self._tokenizer.vocab_size:
+                self.last_text_channel = (FINAL_CHANNEL, None)
                 pieces.append(self._decoder.decode(self._tokenizer.token_bytes(int(token))))
         text = "".join(pieces)
         return [ChannelDelta(FINAL_CHANNEL, text)] if text else []

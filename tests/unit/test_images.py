@@ -141,6 +141,57 @@ dev = ["pytest"]
     ]
 
 
+def test_runtime_dependency_layer_installs_only_what_the_runtime_needs() -> None:
+    pyproject = b"""
+[project]
+dependencies = ["pyyaml>=6"]
+[project.optional-dependencies]
+operator = ["kopf>=1.37"]
+runtime = ["numpy>=1.26,<2", "pyyaml>=6"]
+"""
+    assert images.image_requirements(pyproject, "runtime", ("nvidia-pytriton==0.7.0",)) == [
+        "pyyaml>=6",
+        "numpy>=1.26,<2",
+        "nvidia-pytriton==0.7.0",
+    ]
+    assert images.image_requirements(pyproject, "operator", ()) == ["pyyaml>=6", "kopf>=1.37"]
+
+
+def test_staged_context_is_the_hashed_sources_plus_the_wheelhouse(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheelhouse"
+    write(wheels, "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl", "wheel")
+    write(project, "runtime/gptoss_runtime/__pycache__/x.pyc", "bytecode")
+    context = tmp_path / "context"
+    pyproject = (project / "pyproject.toml").read_bytes()
+    monkeypatch.setattr(images, "REPO_ROOT", project)
+    images.stage_context(context, wheels, pyproject)
+    staged = {path.relative_to(context).as_posix() for path in context.rglob("*") if path.is_file()}
+    assert staged == {
+        "pyproject.toml",
+        "README.md",
+        "operator/gptoss_operator/__init__.py",
+        "runtime/gptoss_runtime/__init__.py",
+        "runtime/Dockerfile",
+        "wheels/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "wheels/requirements-runtime.txt",
+        "wheels/requirements-operator.txt",
+    }
+    assert (context / "wheels" / "requirements-runtime.txt").read_text() == "pyyaml\nnvidia-pytriton==0.7.0\n"
+
+
+def test_layers_are_keyed_by_what_the_mounts_hold() -> None:
+    """Builders do not look into bind mounts when they reuse a cached layer: the keys must be ARGs."""
+    for key in ("WHEELHOUSE_KEY", "SOURCES_KEY"):
+        assert re.search(rf'^ARG {key}=""$', RUNTIME_DOCKERFILE, re.MULTILINE)
+        assert f'"{key}"' in (IMAGES_DIR / "images.py").read_text()
+    assert RUNTIME_DOCKERFILE.index("ARG SOURCES_KEY") < RUNTIME_DOCKERFILE.index('"/tmp/src[runtime]"')
+    # The operator's sources are COPYed (content-checked) before the step that installs them.
+    assert OPERATOR_DOCKERFILE.index("ARG WHEELHOUSE_KEY") < OPERATOR_DOCKERFILE.index("requirements-operator.txt")
+    assert OPERATOR_DOCKERFILE.index("COPY operator") < OPERATOR_DOCKERFILE.index('".[operator]"')
+
+
 def test_the_pytriton_the_dockerfile_installs_is_in_the_wheelhouse() -> None:
     """The build is offline: a requirement missing from the wheelhouse fails it."""
     (pinned,) = re.findall(r"^ARG PYTRITON_REQUIREMENT=(\S+)$", RUNTIME_DOCKERFILE, re.MULTILINE)
@@ -154,6 +205,7 @@ def test_the_pytriton_the_dockerfile_installs_is_in_the_wheelhouse() -> None:
     ("target", "pattern"),
     [
         ("pause", r"localhost/gpt-oss-operator/pause:[0-9a-f]{12}"),
+        ("base", r"localhost/gpt-oss-operator/debian-base:bookworm-[0-9a-f]{12}"),
         ("runtime-cpu", r"localhost/gpt-oss-operator/runtime:cpu-[0-9a-f]{12}"),
         ("operator", r"localhost/gpt-oss-operator/operator:[0-9a-f]{12}"),
     ],
@@ -241,7 +293,9 @@ def test_pause_program_stops_on_term_and_int_and_reaps_children() -> None:
 
 def test_build_script_documents_its_interface() -> None:
     script = (IMAGES_DIR / "build.sh").read_text()
-    for needle in ("refs.env", "PAUSE_IMAGE=", "RUNTIME_CPU_IMAGE=", "OPERATOR_IMAGE=", "PAUSE_ARCHIVE=", "load"):
+    for target in images.TARGETS.values():
+        assert f"{target.env_name}_IMAGE=" in script and target.name in script
+    for needle in ("refs.env", "PAUSE_ARCHIVE=", "build.sh load [--address"):
         assert needle in script
     assert "apt-get install" in script
     for tool in ("buildah", "podman", "skopeo", "umoci", "mmdebstrap"):

@@ -149,7 +149,8 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
         pod["initContainers"] = [_wait_for_weights_container(ctx)]
     pod["containers"] = containers
     pod["volumes"] = _volumes(ctx)
-    node_selector = {**placement.node_selector, **spec.node_selector}
+    # The cluster operator's placement (settings) wins over the CR's: a CR cannot leave the pool it is given.
+    node_selector = {**placement.node_selector, **spec.node_selector, **ctx.settings.server_node_selector}
     if node_selector:
         pod["nodeSelector"] = node_selector
     if spec.priority_class_name:

@@ -143,7 +143,22 @@ def _fetch_pod_spec(ctx: BuildContext) -> Manifest:
     }
     if ctx.cr.spec.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": ref.name} for ref in ctx.cr.spec.image_pull_secrets]
+    spec.update(_fetch_placement(ctx))
     return spec
+
+
+def _fetch_placement(ctx: BuildContext) -> Manifest:
+    """Where the cluster operator runs downloads (its settings): the Job needs no GPU, so by default it has
+    no toleration and lands on any untainted node."""
+    settings = ctx.settings
+    placement: Manifest = {}
+    if settings.fetch_node_selector:
+        placement["nodeSelector"] = dict(settings.fetch_node_selector)
+    if settings.fetch_tolerations:
+        placement["tolerations"] = [toleration.manifest() for toleration in settings.fetch_tolerations]
+    if settings.fetch_priority_class_name:
+        placement["priorityClassName"] = settings.fetch_priority_class_name
+    return placement
 
 
 def fetch_resources(ctx: BuildContext) -> Manifest:

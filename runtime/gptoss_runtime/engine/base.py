@@ -17,6 +17,20 @@ class SamplingParams:
     # Structured output (`gptoss_runtime.engine.guided.GuidedDecoding`): the engine may only emit tokens
     # that keep the completion valid. None: free generation.
     guided: Any = None
+    # None: no log probabilities; k (0..MAX_TOP_LOGPROBS): each token's logprob and the k most likely.
+    logprobs: int | None = None
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound for top_logprobs
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability under the model, and the `top` most likely tokens at its
+    position as (token id, logprob), most likely first."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class TokenChunk:
 
     token_ids: list[int]
     finish_reason: str | None = None  # "stop" (a stop token), "length" (max_tokens/max_seq_len), "cancelled"
+    # One per token id when the request asked for logprobs; None otherwise.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk
+from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk, TokenLogprob
 from gptoss_runtime.engine.guided import GuidedDecoding, GuidedState, guidance_tokenizer
 from gptoss_runtime.engine.numpy_model import Array, GptOssNumpyModel, Segment, SequenceCache
 from gptoss_runtime.tokenizer import TOKENIZER_FILE_NAME, Tokenizer
@@ -67,6 +67,20 @@ def sample_token(logits: Array, temperature: float, top_p: float, rng: np.random
         nucleus[order[keep]] = sorted_probabilities[keep]
         probabilities = nucleus / nucleus.sum()
     return int(rng.choice(probabilities.shape[0], p=probabilities))
+
+
+def token_logprob(logits: Array, token: int, top: int) -> TokenLogprob:
+    """`token`'s log probability under softmax(logits) (the model's own distribution: before
+    temperature, top_p or a structured-output mask, as vLLM's default), with the `top` most likely."""
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    log_probabilities = shifted - np.log(np.sum(np.exp(shifted)))
+    best: tuple[tuple[int, float], ...] = ()
+    if top > 0:
+        count = min(top, log_probabilities.shape[0])
+        candidates = np.argpartition(-log_probabilities, count - 1)[:count]
+        ordered = candidates[np.argsort(-log_probabilities[candidates], kind="stable")]
+        best = tuple((int(index), float(log_probabilities[index])) for index in ordered)
+    return TokenLogprob(float(log_probabilities[token]), best)
 
 
 class ReferenceEngine:
@@ -246,10 +260,10 @@ class ReferenceEngine:
                 for sequence in batch:
                     self._fail(sequence, error)
                 continue
-            for sequence, token in zip(batch, tokens, strict=True):
-                self._deliver(sequence, token)
+            for sequence, (token, logprob) in zip(batch, tokens, strict=True):
+                self._deliver(sequence, token, logprob)
 
-    def _step(self, batch: list[_Sequence]) -> list[int]:
+    def _step(self, batch: list[_Sequence]) -> list[tuple[int, TokenLogprob | None]]:
         """One forward pass (worker thread): prefill new sequences, decode one token for the others."""
         segments = [
             Segment(
@@ -263,15 +277,17 @@ class ReferenceEngine:
         for sequence, logits in zip(batch, all_logits, strict=True):
             sampling = sequence.request.sampling
             candidates = logits[: self.sampled_vocab_size]
+            raw = candidates
             if sequence.guided is not None:
                 candidates = sequence.guided.mask(candidates)
             token = sample_token(candidates, sampling.temperature, sampling.top_p, sequence.rng)
             if sequence.guided is not None:
                 sequence.guided.accept(token)
-            tokens.append(token)
+            logprob = None if sampling.logprobs is None else token_logprob(raw, token, sampling.logprobs)
+            tokens.append((token, logprob))
         return tokens
 
-    def _deliver(self, sequence: _Sequence, token: int) -> None:
+    def _deliver(self, sequence: _Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         if not sequence.prefilled:
             sequence.prefilled = True
             self._prompt_total += len(sequence.request.prompt_token_ids)
@@ -285,7 +301,7 @@ class ReferenceEngine:
             finish_reason = FINISH_STOP
         elif len(sequence.generated) >= sampling.max_tokens or sequence.length >= self.max_seq_len:
             finish_reason = FINISH_LENGTH
-        chunk = TokenChunk([token], finish_reason)
+        chunk = TokenChunk([token], finish_reason, None if logprob is None else (logprob,))
         if finish_reason is None:
             sequence.queue.put_nowait(chunk)
         else:

@@ -24,7 +24,9 @@ from gptoss_runtime.engine.base import (
     GenerationRequest,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
 )
+from gptoss_runtime.engine.guided import TRTLLM_GUIDED_BACKEND, trtllm_guided_params
 from gptoss_runtime.plan import ServingPlan
 
 FINISH_STOP: Final = "stop"
@@ -91,6 +93,9 @@ def llm_kwargs(plan: ServingPlan, weights_dir: Path) -> dict[str, Any]:
         },
         # Iteration stats feed `stats()` (queued requests, KV cache blocks).
         "enable_iter_perf_stats": True,
+        # Structured output and enforced tool choice: per-request `GuidedDecodingParams(grammar=...)`
+        # with the same Lark grammar the reference engine enforces (see `engine.guided`).
+        "guided_decoding_backend": TRTLLM_GUIDED_BACKEND,
     }
 
 
@@ -127,7 +132,31 @@ def trtllm_sampling_kwargs(sampling: SamplingParams) -> dict[str, Any]:
     else:
         kwargs["temperature"] = sampling.temperature
         kwargs["top_p"] = sampling.top_p
+    if sampling.logprobs is not None:
+        # TensorRT-LLM's `logprobs=N` returns, per token, the top N and the sampled token; N=0 would
+        # return none, so the sampled token alone is asked for as N=1 (and the top cut to 0 here).
+        kwargs["logprobs"] = max(1, sampling.logprobs)
+    if sampling.guided is not None:
+        # A dict here (pure); `TrtllmEngine` turns it into `GuidedDecodingParams`.
+        kwargs["guided_decoding"] = trtllm_guided_params(sampling.guided)
     return kwargs
+
+
+def token_logprobs(raw: Sequence[Any], token_ids: Sequence[int], top: int) -> tuple[TokenLogprob, ...]:
+    """`CompletionOutput.logprobs` entries (a `{token_id: Logprob(logprob, rank)}` per token, or a bare
+    float when only the sampled token's is known) as `TokenLogprob`s, one per token id. A token without
+    an entry (a stop token put back by `_missing_stop_token`) gets 0.0: special tokens are never shown."""
+    entries = []
+    for index, token in enumerate(token_ids):
+        entry = raw[index] if index < len(raw) else None
+        if isinstance(entry, Mapping):
+            ranked = sorted(((int(key), float(value.logprob)) for key, value in entry.items()), key=lambda kv: -kv[1])
+            chosen = entry.get(token)
+            logprob = float(chosen.logprob) if chosen is not None else (ranked[0][1] if ranked else 0.0)
+            entries.append(TokenLogprob(logprob, tuple(ranked[:top])))
+        else:
+            entries.append(TokenLogprob(0.0 if entry is None else float(entry)))
+    return tuple(entries)
 
 
 class _Completion(Protocol):
@@ -143,6 +172,7 @@ class TrtllmEngine:
         llm: Any,
         sampling_params_type: Callable[..., Any],
         *,
+        guided_params_type: Callable[..., Any] | None = None,
         max_batch_size: int,
         max_seq_len: int | None = None,
         stats_poll_seconds: float = STATS_POLL_SECONDS,
@@ -150,6 +180,7 @@ class TrtllmEngine:
         self._llm = llm
         self._max_seq_len = max_seq_len
         self._sampling_params_type = sampling_params_type
+        self._guided_params_type = guided_params_type
         self._max_batch_size = max_batch_size
         self._stats_poll_seconds = stats_poll_seconds
         self._active = 0
@@ -172,6 +203,7 @@ class TrtllmEngine:
         return cls(
             llm,
             tensorrt_llm.SamplingParams,
+            guided_params_type=getattr(llmapi, "GuidedDecodingParams", None),
             max_batch_size=plan.engine.max_batch_size,
             max_seq_len=plan.engine.max_seq_len,
         )
@@ -183,7 +215,7 @@ class TrtllmEngine:
         if not request.prompt_token_ids:
             raise ValueError("prompt_token_ids must not be empty")
         self._ensure_stats_task()
-        params = self._sampling_params_type(**trtllm_sampling_kwargs(self._bounded(request)))
+        params = self._sampling_params_type(**self._sampling_kwargs(request))
         try:
             result = self._llm.generate_async(list(request.prompt_token_ids), sampling_params=params, streaming=True)
         except ValueError as error:  # the LLM API checks a request's lengths before queueing it
@@ -197,13 +229,17 @@ class TrtllmEngine:
                 completion: _Completion = output.outputs[0]
                 token_ids = completion.token_ids  # cumulative: only the new tail is copied (no O(n) per step)
                 new_tokens = list(token_ids[sent:])
+                logprobs = self._new_logprobs(completion, sent, new_tokens, request.sampling.logprobs)
                 sent = len(token_ids)
                 finish_reason = _finish_reason(output, completion)
                 if finish_reason == FINISH_STOP:
-                    new_tokens += _missing_stop_token(completion, token_ids, request.sampling.stop_token_ids)
+                    missing = _missing_stop_token(completion, token_ids, request.sampling.stop_token_ids)
+                    new_tokens += missing
+                    if logprobs is not None:
+                        logprobs += token_logprobs((), missing, 0)
                 self._generated_total += len(new_tokens)
                 if new_tokens or finish_reason is not None:
-                    yield TokenChunk(new_tokens, finish_reason)
+                    yield TokenChunk(new_tokens, finish_reason, logprobs)
                 if finish_reason is not None:
                     finished = True
                     return
@@ -219,6 +255,25 @@ class TrtllmEngine:
             if not finished:
                 with contextlib.suppress(Exception):
                     result.abort()
+
+    def _sampling_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs = trtllm_sampling_kwargs(self._bounded(request))
+        guided = kwargs.get("guided_decoding")
+        if guided is not None:
+            if self._guided_params_type is None:
+                raise EngineRequestError("structured output needs TensorRT-LLM's GuidedDecodingParams (1.1 or newer)")
+            kwargs["guided_decoding"] = self._guided_params_type(**guided)
+        return kwargs
+
+    @staticmethod
+    def _new_logprobs(
+        completion: Any, sent: int, new_tokens: list[int], top: int | None
+    ) -> tuple[TokenLogprob, ...] | None:
+        """The logprobs of the tokens new in this output (`logprobs` is cumulative, like `token_ids`)."""
+        if top is None:
+            return None
+        raw = getattr(completion, "logprobs", None) or ()
+        return token_logprobs(raw[sent : sent + len(new_tokens)], new_tokens, top)
 
     def _bounded(self, request: GenerationRequest) -> SamplingParams:
         """max_tokens cut to what fits in max_seq_len after the prompt, so the request ends with

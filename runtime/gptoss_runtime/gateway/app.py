@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from gptoss_runtime.gateway.admission import RETRY_AFTER_SECONDS, UnavailableErr
 from gptoss_runtime.gateway.completions import completion_object, completion_usage, parse_completions
 from gptoss_runtime.gateway.drain import serve_until_terminated
 from gptoss_runtime.gateway.guard import GUARD_KEY, Guard, GuardSettings, guard_middleware
+from gptoss_runtime.gateway.logprobs import CompletionLogprobs
 from gptoss_runtime.gateway.openai_api import (
     ApiError,
     Limits,
@@ -40,10 +41,12 @@ from gptoss_runtime.gateway.openai_api import (
     parse_chat,
     usage,
 )
+from gptoss_runtime.gateway.request_log import record_of, request_log_middleware
 from gptoss_runtime.gateway.responses import ResponseBuilder, ResponsesState, conversation, parse_responses
 from gptoss_runtime.gateway.store import RESPONSES_STORE_ENV, open_store
-from gptoss_runtime.gateway.triton import UNREACHABLE, Step, TritonClient, TritonRequestError
+from gptoss_runtime.gateway.triton import UNREACHABLE, GenerationInputs, Step, TritonClient, TritonRequestError
 from gptoss_runtime.triton_model import schema
+from gptoss_runtime.triton_model.schema import TokenLogprobOut
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ _SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no
 _CLIENT_KEY: Final = web.AppKey("triton_client", TritonClient)
 _STARTED_KEY: Final = web.AppKey("started", int)
 _RESPONSES_KEY: Final = web.AppKey("responses_state", ResponsesState)
+# The routes that generate: each finished request to one of them gets one log line (gateway.request_log).
+GENERATION_ENDPOINTS: Final = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 
 
 class GatewayError(Exception):
@@ -164,6 +169,25 @@ def _upstream_error(error: TritonRequestError) -> ApiError:
     return ApiError(502, f"the model server failed: {error}", error_type="server_error")
 
 
+def _generate(
+    request: web.Request, response_id: str, inputs: GenerationInputs, stream: bool
+) -> AsyncGenerator[Step, None]:
+    """The Triton stream of one generation, counted for the request's log line. The caller closes it
+    (`aclosing`): closing it closes the gRPC call too."""
+    generation = request.app[_CLIENT_KEY].generate(response_id, inputs)
+    record = record_of(request)
+    if record is None:
+        return generation
+    record.begin(response_id, stream=stream)
+    return record.observe(generation)
+
+
+def _stream_failed(request: web.Request) -> None:
+    record = record_of(request)
+    if record is not None:
+        record.failed()
+
+
 async def _first_step(steps: AsyncIterator[Step]) -> Step:
     """Wait for the first step before answering, so that a refused request still gets a 4xx."""
     try:
@@ -237,7 +261,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     parsed = parse_chat(await _read_json(request), config.limits)
     completion_id = new_id("chatcmpl-")
     created = int(time.time())
-    steps = request.app[_CLIENT_KEY].generate(completion_id, parsed.inputs)
+    steps = _generate(request, completion_id, parsed.inputs, parsed.stream)
     async with aclosing(steps):
         first = await _first_step(steps)
         if parsed.stream:
@@ -249,7 +273,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 transcript.add(step)
         except TritonRequestError as error:
             raise _upstream_error(error) from error
-        return _json(chat_completion(completion_id, created, config.model_name, transcript))
+        wants_logprobs = parsed.inputs.logprobs is not None
+        return _json(chat_completion(completion_id, created, config.model_name, transcript, logprobs=wants_logprobs))
 
 
 async def _stream_chat(
@@ -264,11 +289,13 @@ async def _stream_chat(
     sse = _SseWriter(await _sse(request))
     sse.add(chat_chunk(completion_id, created, model, {"role": "assistant", "content": ""}))
     transcript = Transcript()
+    wants_logprobs = parsed.inputs.logprobs is not None
 
     async def send(step: Step) -> None:
         delta = transcript.add(step)
-        if delta is not None:
-            sse.add(chat_chunk(completion_id, created, model, delta))
+        logprobs = transcript.step_logprobs if wants_logprobs and transcript.step_logprobs else None
+        if delta is not None or logprobs is not None:  # text held back by a stop string: logprobs first
+            sse.add(chat_chunk(completion_id, created, model, delta or {"content": ""}, None, logprobs))
         if step.finish_reason:
             sse.add(chat_chunk(completion_id, created, model, {}, transcript.chat_finish_reason))
         else:  # the last step's chunks go out with the usage and [DONE]
@@ -279,6 +306,7 @@ async def _stream_chat(
         async for step in steps:
             await send(step)
     except TritonRequestError as error:
+        _stream_failed(request)
         sse.add(_upstream_error(error).body())
         await sse.flush()
         return sse.response
@@ -297,16 +325,22 @@ async def completions(request: web.Request) -> web.StreamResponse:
     config = _config(request)
     parsed = parse_completions(await _read_json(request), config.limits)
     completion_id, created, model = new_id("cmpl-"), int(time.time()), config.model_name
-    steps = request.app[_CLIENT_KEY].generate(completion_id, parsed.inputs)
+    logprobs = CompletionLogprobs() if parsed.inputs.logprobs is not None else None
+    steps = _generate(request, completion_id, parsed.inputs, parsed.stream)
     async with aclosing(steps):
         step = await _first_step(steps)
         sse = _SseWriter(await _sse(request)) if parsed.stream else None
         texts: list[str] = []
+        entries: list[TokenLogprobOut] = []
         try:
             while True:
                 texts.append(step.text)
-                if sse is not None and (step.text or step.finish_reason):
-                    sse.add(completion_object(completion_id, created, model, step.text, step.finish_reason or None))
+                entries.extend(step.logprobs)
+                if sse is not None and (step.text or step.finish_reason or step.logprobs):
+                    shaped = None if logprobs is None else logprobs.shape(step.logprobs)
+                    sse.add(
+                        completion_object(completion_id, created, model, step.text, step.finish_reason or None, shaped)
+                    )
                     await sse.flush()
                 if step.finish_reason:
                     break
@@ -314,14 +348,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
         except TritonRequestError as error:
             if sse is None:
                 raise _upstream_error(error) from error
+            _stream_failed(request)
             sse.add(_upstream_error(error).body())
             await sse.flush()
             return sse.response
         counts = completion_usage(step.prompt_tokens, step.completion_tokens)
         if sse is None:
+            shaped = None if logprobs is None else logprobs.shape(entries)
             return _json(
                 {
-                    **completion_object(completion_id, created, model, "".join(texts), step.finish_reason),
+                    **completion_object(completion_id, created, model, "".join(texts), step.finish_reason, shaped),
                     "usage": counts,
                 }
             )
@@ -339,7 +375,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     talk = conversation(parsed, await state.previous(parsed.previous_response_id))
     builder = ResponseBuilder(config.model_name, parsed.echo)
     inputs = dataclasses.replace(parsed.inputs, messages=talk.model_messages)
-    steps = request.app[_CLIENT_KEY].generate(builder.response_id, inputs)
+    steps = _generate(request, builder.response_id, inputs, parsed.stream)
     async with aclosing(steps):
         first = await _first_step(steps)
         if parsed.stream:
@@ -381,6 +417,7 @@ async def _stream_response(
         async for step in steps:
             await send(builder.step_events(step), step)
     except TritonRequestError as error:
+        _stream_failed(request)
         failure = _upstream_error(error)
         sse.add(builder.event("error", message=failure.message, code=failure.code), "error")
         for event in builder.fail_events(failure.message, failure.code):
@@ -400,7 +437,12 @@ def make_app(
     config: GatewayConfig, client: TritonClient | None = None, guard: GuardSettings | None = None
 ) -> web.Application:
     app = web.Application(
-        middlewares=[_errors, guard_middleware(config.max_body_bytes)], client_max_size=config.max_body_bytes
+        middlewares=[
+            request_log_middleware(config.model_name, GENERATION_ENDPOINTS),  # outermost: sees every status
+            _errors,
+            guard_middleware(config.max_body_bytes),
+        ],
+        client_max_size=config.max_body_bytes,
     )
     app[GUARD_KEY] = Guard(guard or GuardSettings())
     app[_CONFIG_KEY] = config

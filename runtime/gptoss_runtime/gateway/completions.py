@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gptoss_runtime.gateway.errors import invalid
+from gptoss_runtime.gateway.logprobs import completions_logprobs
 from gptoss_runtime.gateway.openai_api import (
     Limits,
     ParsedRequest,
@@ -25,7 +26,7 @@ from gptoss_runtime.gateway.triton import GenerationInputs
 
 DEFAULT_MAX_TOKENS: Final = 16  # OpenAI's default for completions
 # Parameters this endpoint refuses unless left at their defaults (a silent no-op would mislead).
-_UNSUPPORTED: Final = {"suffix": None, "best_of": 1, "echo": False, "logprobs": None, "logit_bias": None}
+_UNSUPPORTED: Final = {"suffix": None, "best_of": 1, "echo": False, "logit_bias": None}
 
 
 def _prompt(request: dict[str, Any]) -> str:
@@ -60,6 +61,7 @@ def parse_completions(body: Any, limits: Limits) -> ParsedRequest:
             seed=_int(request, "seed", -(2**63), 2**63 - 1),
             stop=_stop(request),
             stream=_bool(request, "stream"),
+            logprobs=completions_logprobs(request),
         ),
         stream=_bool(request, "stream"),
         include_usage=_bool(stream_options, "include_usage"),
@@ -67,14 +69,19 @@ def parse_completions(body: Any, limits: Limits) -> ParsedRequest:
 
 
 def completion_object(
-    completion_id: str, created: int, model: str, text: str, finish_reason: str | None
+    completion_id: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
 
 

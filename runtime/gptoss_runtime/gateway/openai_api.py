@@ -15,6 +15,7 @@ from typing import Any, Final
 from gptoss_runtime.engine.guided import GuidedDecoding
 from gptoss_runtime.gateway.errors import ApiError as ApiError  # re-exported: the app imports it from here
 from gptoss_runtime.gateway.errors import invalid
+from gptoss_runtime.gateway.logprobs import chat_entry, chat_top_logprobs
 from gptoss_runtime.gateway.tools import (
     CallNames,
     assistant_tool_calls,
@@ -160,8 +161,6 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
     n = _int(request, "n", 1, 1_000_000)
     if n is not None and n != 1:
         raise invalid("n", "only n=1 is supported")
-    if request.get("logprobs") or request.get("top_logprobs"):
-        raise invalid("logprobs", "is not supported by this gateway yet; leave logprobs and top_logprobs out")
     stream_options = request.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise invalid("stream_options", "must be an object")
@@ -180,6 +179,7 @@ def parse_chat(body: Any, limits: Limits) -> ParsedRequest:
             stream=_bool(request, "stream"),
             tools=model_tools_json(tools, choice),
             guided=guided,
+            logprobs=chat_top_logprobs(request),
         ),
         stream=_bool(request, "stream"),
         include_usage=_bool(stream_options, "include_usage"),
@@ -285,6 +285,10 @@ class Transcript:
         self.reasoning_tokens = 0
         self.finish_reason = ""
         self._last_channel = ""
+        # `logprobs.content` entries of the answer (reasoning and tool arguments have none, as OpenAI),
+        # all of them and those of the last step.
+        self.content_logprobs: list[dict[str, Any]] = []
+        self.step_logprobs: list[dict[str, Any]] = []
 
     def add(self, step: Step) -> dict[str, Any] | None:
         """Take one step; returns its Chat Completions stream delta (None when it carries no text)."""
@@ -294,9 +298,13 @@ class Transcript:
             self.finish_reason = step.finish_reason
         new_message = step.channel != self._last_channel
         self._last_channel = step.channel or self._last_channel
+        channel, recipient = split_channel(step.channel)
+        self.step_logprobs = []
+        if step.logprobs and recipient is None and channel != REASONING_CHANNEL:
+            self.step_logprobs = [chat_entry(entry) for entry in step.logprobs]
+            self.content_logprobs.extend(self.step_logprobs)
         if not step.text:
             return None
-        channel, recipient = split_channel(step.channel)
         if recipient is not None:
             return self._add_call_text(recipient, step.text, new_message)
         if channel == REASONING_CHANNEL:
@@ -323,7 +331,9 @@ class Transcript:
         return self.finish_reason or "stop"
 
 
-def chat_completion(completion_id: str, created: int, model: str, transcript: Transcript) -> dict[str, Any]:
+def chat_completion(
+    completion_id: str, created: int, model: str, transcript: Transcript, *, logprobs: bool = False
+) -> dict[str, Any]:
     content = "".join(transcript.content)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -340,18 +350,33 @@ def chat_completion(completion_id: str, created: int, model: str, transcript: Tr
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": transcript.chat_finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": {"content": transcript.content_logprobs, "refusal": None} if logprobs else None,
+                "finish_reason": transcript.chat_finish_reason,
+            }
+        ],
         "usage": usage(transcript.prompt_tokens, transcript.completion_tokens, transcript.reasoning_tokens),
     }
 
 
 def chat_chunk(
-    completion_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None
+    completion_id: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs, "refusal": None}
     return {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }

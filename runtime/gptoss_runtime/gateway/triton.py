@@ -31,6 +31,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gptoss_runtime import contract
 from gptoss_runtime.triton_model import schema
+from gptoss_runtime.triton_model.schema import TokenLogprobOut
 
 _OUTPUT_NAMES: Final = (
     schema.TEXT_OUTPUT,
@@ -44,8 +45,10 @@ _INPUT_NAMES: Final = frozenset(spec.name for spec in schema.INPUTS)
 UNREACHABLE: Final = "Triton is unreachable"
 STREAM_END_TIMEOUT_SECONDS: Final = 10.0
 READY_TIMEOUT_SECONDS: Final = 5.0
-# Idle calls kept open for reuse; a burst above this opens calls that are closed when it ends.
-MAX_IDLE_CALLS: Final = 64
+# Idle calls kept open for reuse; a burst above this opens calls that are closed when it ends. As many as
+# the streams a replica runs at once: with 64, 256 streams finishing together closed 192 calls and
+# opened 192 new ones for the next requests (call setup is the costliest part of a request here).
+MAX_IDLE_CALLS: Final = 512
 # An open call keeps Triton 2.51 from unloading the model, so a stopping tritonserver would wait out its
 # exit timeout (25 s in production, 5 s in tests): idle calls are closed after this long unused.
 IDLE_CALL_SECONDS: Final = 2.0
@@ -88,6 +91,7 @@ class GenerationInputs:
     guided: str | None = None
     current_date: str | None = None
     raw_prompt: str | None = None  # `/v1/completions`: sent as `text_input` with `raw`, instead of messages
+    logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k most likely
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Step:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    logprobs: tuple[TokenLogprobOut, ...] = ()  # the text tokens of this step, when asked for
 
 
 # --- requests and responses as protobuf messages ---------------------------------------------------
@@ -143,8 +148,12 @@ def build_request(model: str, request_id: str, inputs: GenerationInputs) -> Any:
     for name, text in texts:
         if text is not None:
             _add_input(request, name, "BYTES", 1, _strings([text]))
+    if inputs.logprobs is not None:
+        _add_input(request, schema.LOGPROBS, "INT32", 1, _INT32.pack(inputs.logprobs))
     for name in _OUTPUT_NAMES:
         request.outputs.add(name=name)
+    if inputs.logprobs is not None:
+        request.outputs.add(name=schema.LOGPROBS)
     return request
 
 
@@ -169,6 +178,7 @@ def decode_step(response: Any) -> Step:
         prompt_tokens=number(schema.PROMPT_TOKENS),
         completion_tokens=number(schema.COMPLETION_TOKENS),
         finish_reason=text(schema.FINISH_REASON),
+        logprobs=schema.parse_logprob_json(text(schema.LOGPROBS)) if schema.LOGPROBS in values else (),
     )
 
 

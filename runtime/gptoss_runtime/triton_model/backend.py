@@ -5,7 +5,7 @@ backend since 23.04): the stub runs each `execute` on its event loop without wai
 requests stream at once. `execute` hands each request to the engine's own event loop (a thread of the
 model), which the model can still use in `finalize` to close the engine. Each request gets a
 response per streamed step (the engine streams every `stream_interval` steps); the last response
-carries `finish_reason` and the final flag. Responses go out from one sender thread (`delivery.Outbox`),
+carries `finish_reason` and the final flag. Responses go out from a few sender threads (`delivery.Outbox`),
 never from the engine's loop. A client that cancels its gRPC stream (or drops its HTTP
 `generate_stream` connection) is seen by one sweep over all requests in flight
 (`delivery.CancellationSweep`), which cancels that request's task: the engine request is then
@@ -18,6 +18,7 @@ The engine comes from `engine.json` next to `config.pbtxt` (written by `gptoss_r
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import uuid
@@ -109,6 +110,9 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"gpt_oss: {options['engine']} engine for {options['model_name']} from {options['weights_dir']}"
         )
+        # What was loaded lives as long as the model (tokenizer, engine): keep it out of the collector's
+        # full scans, each of which stalls every stream of this process at once.
+        gc.freeze()
 
     async def execute(self, requests: list[Any]) -> None:
         """Runs on the stub's loop; each request is served on the engine's loop (the response sender
@@ -173,15 +177,17 @@ class TritonPythonModel:
 
     def _response(self, step: StepOutput) -> Any:
         tensor = self._pb.Tensor
-        return self._pb.InferenceResponse(
-            output_tensors=[
-                tensor(schema.TEXT_OUTPUT, np.array([step.text.encode("utf-8")], dtype=np.object_)),
-                tensor(schema.CHANNEL, np.array([step.channel.encode("utf-8")], dtype=np.object_)),
-                tensor(schema.PROMPT_TOKENS, np.array([step.prompt_tokens], dtype=np.int32)),
-                tensor(schema.COMPLETION_TOKENS, np.array([step.completion_tokens], dtype=np.int32)),
-                tensor(schema.FINISH_REASON, np.array([step.finish_reason.encode("utf-8")], dtype=np.object_)),
-            ]
-        )
+        outputs = [
+            tensor(schema.TEXT_OUTPUT, np.array([step.text.encode("utf-8")], dtype=np.object_)),
+            tensor(schema.CHANNEL, np.array([step.channel.encode("utf-8")], dtype=np.object_)),
+            tensor(schema.PROMPT_TOKENS, np.array([step.prompt_tokens], dtype=np.int32)),
+            tensor(schema.COMPLETION_TOKENS, np.array([step.completion_tokens], dtype=np.int32)),
+            tensor(schema.FINISH_REASON, np.array([step.finish_reason.encode("utf-8")], dtype=np.object_)),
+        ]
+        if step.logprobs:  # only requests that asked for logprobs have any
+            encoded = schema.logprob_json(step.logprobs).encode("utf-8")
+            outputs.append(tensor(schema.LOGPROBS, np.array([encoded], dtype=np.object_)))
+        return self._pb.InferenceResponse(output_tensors=outputs)
 
     def _send_error(self, sender: Any, error: Any) -> None:
         self._outbox.put(sender, error, final=True)

@@ -17,6 +17,7 @@ Inputs (all `[1]`-shaped unless noted; give either `text_input` or `messages`):
 | `current_date`     | BYTES  | the system message's `Current date:` (default: today, UTC)               |
 | `raw`              | BOOL   | `text_input` is a raw prompt: tokenized as is, the output plain text     |
 | `guided`           | BYTES  | JSON: `{"json_schema": {...}}`, `{"json_object": true}` or `{"tool": NAME}` |
+| `logprobs`         | INT32  | k in 0..20: send each generated token's logprob and the k most likely    |
 
 A message in `messages` may carry `name`, `channel`, `reasoning` (analysis text) and, for an assistant,
 `tool_calls: [{"name", "arguments"}]`; a `tool` message names the function it answers in `name`.
@@ -33,12 +34,16 @@ generation ends (far fewer responses for a client that wants the whole answer at
 | `prompt_tokens`     | INT32 | tokens of the rendered prompt                                       |
 | `completion_tokens` | INT32 | tokens generated so far                                             |
 | `finish_reason`     | BYTES | empty until the last response: `stop`, `length` or `cancelled`      |
+| `logprobs`          | BYTES | only when asked for: JSON, one `[token, logprob, [[token, logprob], |
+|                     |       | ...]]` per token whose text is in `text_output` (see `logprob_json`)|
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ TOOLS: Final = "tools"
 CURRENT_DATE: Final = "current_date"
 GUIDED: Final = "guided"
 RAW: Final = "raw"
+LOGPROBS: Final = "logprobs"  # an input (how many top tokens) and an output (the values)
 
 # Output names.
 TEXT_OUTPUT: Final = "text_output"
@@ -85,6 +91,7 @@ INPUTS: Final = (
     TensorSpec(CURRENT_DATE, "TYPE_STRING"),
     TensorSpec(GUIDED, "TYPE_STRING"),
     TensorSpec(RAW, "TYPE_BOOL"),
+    TensorSpec(LOGPROBS, "TYPE_INT32"),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", optional=False),
@@ -92,6 +99,8 @@ OUTPUTS: Final = (
     TensorSpec(PROMPT_TOKENS, "TYPE_INT32", optional=False),
     TensorSpec(COMPLETION_TOKENS, "TYPE_INT32", optional=False),
     TensorSpec(FINISH_REASON, "TYPE_STRING", optional=False),
+    # Sent only in responses to a request that asked for logprobs (no cost for the others).
+    TensorSpec(LOGPROBS, "TYPE_STRING"),
 )
 
 # Finish reasons.
@@ -117,3 +126,47 @@ def error_code(message: str) -> str | None:
     if start < 0 or not message.endswith("]"):
         return None
     return message[start + len(_CODE_OPEN) : -1] or None
+
+
+# --- the `logprobs` output -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenLogprobOut:
+    """One generated token as the client sees it: its bytes, its logprob, the most likely tokens there."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+def _token_json(token: bytes) -> str | list[int]:
+    """A token's text, or its bytes as numbers when they are not whole UTF-8 (part of a character)."""
+    try:
+        return token.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(token)
+
+
+def _token_bytes(value: Any) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def logprob_json(entries: Sequence[TokenLogprobOut]) -> str:
+    return json.dumps(
+        [
+            [_token_json(entry.token), entry.logprob, [[_token_json(token), logprob] for token, logprob in entry.top]]
+            for entry in entries
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def parse_logprob_json(text: str) -> tuple[TokenLogprobOut, ...]:
+    return tuple(
+        TokenLogprobOut(
+            _token_bytes(token), float(logprob), tuple((_token_bytes(alt), float(value)) for alt, value in top)
+        )
+        for token, logprob, top in json.loads(text)
+    )

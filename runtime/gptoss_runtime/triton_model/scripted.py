@@ -20,7 +20,7 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk
+from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk, TokenLogprob
 
 DEFAULT_ANALYSIS: Final = "The user greets me. I will greet back."
 DEFAULT_FINAL: Final = "Hello! How can I help you today?"
@@ -41,6 +41,15 @@ TOOL_CALL_TEXT: Final = (
 )
 _TOOL_RESULT_MARK: Final = f"functions.{TOOL_NAME} to=assistant"
 _SPECIAL = re.compile(r"(<\|[a-z_]+\|>)")
+# With logprobs asked for, every scripted token has this logprob; the runners-up are ids 0, 1, ...
+SCRIPTED_LOGPROB: Final = -0.5
+
+
+def scripted_logprob(token: int, top: int) -> TokenLogprob:
+    """The scripted token first, then ids 0, 1, ... (never the token itself) at -1, -2, ..."""
+    others = [other for other in range(top + 1) if other != token][: max(0, top - 1)]
+    best = ((token, SCRIPTED_LOGPROB), *((other, -1.0 - rank) for rank, other in enumerate(others)))
+    return TokenLogprob(SCRIPTED_LOGPROB, best[:top])
 
 
 class _Tokenizer(Protocol):
@@ -153,7 +162,7 @@ class ScriptedEngine:
             if produced >= request.sampling.max_tokens:
                 await self._pace(started, produced, len(pending))
                 self._generated += len(pending)
-                yield TokenChunk(pending, finish_reason="length")
+                yield self._chunk(request, pending, "length")
                 return
             pending.append(token)
             produced += 1
@@ -162,12 +171,18 @@ class ScriptedEngine:
                 self._generated += len(pending)
                 chunk, pending = pending, []
                 if token in stop_ids:
-                    yield TokenChunk(chunk, finish_reason="stop")
+                    yield self._chunk(request, chunk, "stop")
                     return
-                yield TokenChunk(chunk)
+                yield self._chunk(request, chunk, None)
         await self._pace(started, produced, len(pending))
         self._generated += len(pending)
-        yield TokenChunk(pending, finish_reason="stop")
+        yield self._chunk(request, pending, "stop")
+
+    @staticmethod
+    def _chunk(request: GenerationRequest, tokens: list[int], finish_reason: str | None) -> TokenChunk:
+        top = request.sampling.logprobs
+        logprobs = None if top is None else tuple(scripted_logprob(token, top) for token in tokens)
+        return TokenChunk(tokens, finish_reason, logprobs)
 
     async def _pace(self, started: float, produced: int, new_tokens: int) -> None:
         """Wait until the `produced`-th token is due (always yielding to the loop once)."""

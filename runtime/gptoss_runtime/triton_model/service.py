@@ -15,21 +15,24 @@ import datetime
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from gptoss_runtime import harmony
 from gptoss_runtime.engine.base import (
     CONTEXT_LENGTH_EXCEEDED,
+    MAX_TOP_LOGPROBS,
     Engine,
     EngineRequestError,
     GenerationRequest,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
 )
 from gptoss_runtime.metrics import OUTCOME_CANCELLED, OUTCOME_ERROR, OUTCOME_SUCCESS, MetricsSink
-from gptoss_runtime.tokenizer import Tokenizer
+from gptoss_runtime.tokenizer import Tokenizer, TokenizerError
 from gptoss_runtime.triton_model import schema
+from gptoss_runtime.triton_model.schema import TokenLogprobOut
 
 ROLES: Final = ("system", "developer", "user", "assistant", "tool")
 REASONING_EFFORTS: Final = ("low", "medium", "high")
@@ -64,6 +67,7 @@ class ModelRequest:
     current_date: str | None = None  # None: today (UTC)
     guided: Any = None  # a `gptoss_runtime.engine.guided.GuidedDecoding` (structured output), or None
     raw_prompt: str | None = None  # a raw completion: this text tokenized as is, no harmony either way
+    logprobs: int | None = None  # None: none; k: each text token's logprob and the k most likely
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class StepOutput:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = ""  # set on the last step only
+    # When asked for: the tokens whose text this step carries (or, for text held back by a stop
+    # string, carried earlier), with their logprobs.
+    logprobs: tuple[TokenLogprobOut, ...] = ()
 
 
 # --- request validation ----------------------------------------------------------------------------
@@ -116,7 +123,17 @@ def parse_request(get: InputGetter, *, max_tokens_limit: int, default_reasoning_
         current_date=_scalar_text(get, schema.CURRENT_DATE),
         guided=parse_guided(_scalar_text(get, schema.GUIDED)),
         raw_prompt=text if _flag(get, schema.RAW, default=False) else None,
+        logprobs=_logprobs(get),
     )
+
+
+def _logprobs(get: InputGetter) -> int | None:
+    if get(schema.LOGPROBS) is None:
+        return None
+    top = _scalar_number(get, schema.LOGPROBS, int, 0)
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InputError(schema.LOGPROBS, f"must be between 0 and {MAX_TOP_LOGPROBS}, got {top}")
+    return top
 
 
 def parse_messages(text: str) -> tuple[harmony.ChatMessage, ...]:
@@ -342,6 +359,7 @@ class GenerationService:
             seed=request.seed,
             stop_token_ids=self._stop_token_ids,
             guided=request.guided,
+            logprobs=request.logprobs,
         )
         chunks = self._engine.generate(GenerationRequest(request_id, prompt, sampling))
         self._metrics.prompt_tokens(len(prompt))
@@ -373,6 +391,7 @@ class GenerationService:
             harmony.RawTextParser(self._tokenizer) if raw else harmony.HarmonyStreamParser(self._tokenizer)
         )
         matcher = StopMatcher(stops)
+        answer_logprobs = _AnswerLogprobs()
         started = time.monotonic()
         generated = 0
         async for chunk in chunks:
@@ -381,13 +400,15 @@ class GenerationService:
                     self._metrics.time_to_first_token(time.monotonic() - started)
                 generated += len(chunk.token_ids)
                 self._metrics.generated_tokens(len(chunk.token_ids))
-            deltas = list(parser.feed(chunk.token_ids))
-            if chunk.finish_reason is not None:
-                deltas.extend(parser.finish())
-            for delta in deltas:
-                text = matcher.feed(delta.text) if delta.channel == _ANSWER_CHANNEL else delta.text
-                if text:
-                    yield StepOutput(text, channel_label(delta), prompt_tokens, generated)
+            for piece in self._pieces(parser, chunk):
+                logprobs = tuple(piece.logprobs)
+                if piece.channel == _ANSWER_CHANNEL:
+                    text = matcher.feed(piece.text)
+                    logprobs = answer_logprobs.released(text, logprobs, stopped=matcher.stopped)
+                else:
+                    text = piece.text
+                if text or logprobs:
+                    yield StepOutput(text, piece.channel, prompt_tokens, generated, logprobs=logprobs)
                 if matcher.stopped:
                     yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
                     return
@@ -398,6 +419,72 @@ class GenerationService:
                 yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, chunk.finish_reason)
                 return
         yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
+
+    def _pieces(self, parser: harmony.HarmonyStreamParser | harmony.RawTextParser, chunk: TokenChunk) -> list[_Piece]:
+        """The chunk's text per message (and, when asked for, its text tokens' logprobs)."""
+        pieces: list[_Piece] = []
+        if chunk.logprobs is None:  # the common case: the whole chunk at once
+            for delta in parser.feed(chunk.token_ids):
+                pieces.append(_Piece(channel_label(delta), -1, delta.text))
+        else:  # token by token, to know which tokens carry text and in which message
+            for token, logprob in zip(chunk.token_ids, chunk.logprobs, strict=True):
+                message = len(getattr(parser, "messages", ()))
+                for delta in parser.feed([token]):
+                    _piece_for(pieces, channel_label(delta), message).text += delta.text
+                if parser.last_text_channel is not None:
+                    channel, recipient = parser.last_text_channel
+                    label = f"{channel} to={recipient}" if recipient else channel
+                    _piece_for(pieces, label, message).logprobs.append(self._logprob_out(token, logprob))
+        if chunk.finish_reason is not None:
+            message = len(getattr(parser, "messages", ()))
+            for delta in parser.finish():
+                _piece_for(pieces, channel_label(delta), message).text += delta.text
+        return pieces
+
+    def _logprob_out(self, token: int, logprob: TokenLogprob) -> TokenLogprobOut:
+        top = tuple((self._token_bytes(other), value) for other, value in logprob.top)
+        return TokenLogprobOut(self._token_bytes(token), logprob.logprob, top)
+
+    def _token_bytes(self, token: int) -> bytes:
+        try:
+            return self._tokenizer.token_bytes(token)
+        except (TokenizerError, OverflowError, ValueError):  # an id past the tokenizer (padded vocab)
+            return b""
+
+
+@dataclass
+class _Piece:
+    channel: str  # the `channel` output: channel and recipient
+    message: int  # which harmony message (-1: not tracked)
+    text: str = ""
+    logprobs: list[TokenLogprobOut] = field(default_factory=list)
+
+
+def _piece_for(pieces: list[_Piece], channel: str, message: int) -> _Piece:
+    if not pieces or pieces[-1].channel != channel or pieces[-1].message != message:
+        pieces.append(_Piece(channel, message))
+    return pieces[-1]
+
+
+class _AnswerLogprobs:
+    """Keeps the answer's logprobs in step with its text when a stop string cuts it: the tokens after
+    the cut are dropped (text merely held back by the matcher keeps its logprobs, sent a step early)."""
+
+    def __init__(self) -> None:
+        self._released_chars = 0
+        self._logprob_chars = 0
+
+    def released(
+        self, text: str, logprobs: tuple[TokenLogprobOut, ...], *, stopped: bool
+    ) -> tuple[TokenLogprobOut, ...]:
+        self._released_chars += len(text)
+        kept = []
+        for entry in logprobs:
+            if stopped and self._logprob_chars >= self._released_chars:
+                break
+            kept.append(entry)
+            self._logprob_chars += len(entry.token.decode("utf-8", errors="ignore"))
+        return tuple(kept)
 
 
 def channel_label(delta: harmony.ChannelDelta) -> str:
@@ -412,9 +499,14 @@ async def gathered(steps: AsyncIterator[StepOutput]) -> AsyncIterator[StepOutput
         if runs and runs[-1].channel == step.channel and not runs[-1].finish_reason:
             previous = runs[-1]
             runs[-1] = StepOutput(
-                previous.text + step.text, step.channel, step.prompt_tokens, step.completion_tokens, step.finish_reason
+                previous.text + step.text,
+                step.channel,
+                step.prompt_tokens,
+                step.completion_tokens,
+                step.finish_reason,
+                previous.logprobs + step.logprobs,
             )
-        elif step.text or step.finish_reason:
+        elif step.text or step.finish_reason or step.logprobs:
             runs.append(step)
     for run in runs:
         yield run

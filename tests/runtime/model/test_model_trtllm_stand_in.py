@@ -81,6 +81,7 @@ def test_trtllm_stand_in_plan_maps_to_llm_arguments() -> None:
         "kv_cache_config": {"free_gpu_memory_fraction": 0.85, "dtype": "auto"},
         "cuda_graph_config": {"enable_padding": True, "batch_sizes": [1, 2, 4, 8, 16, 32, 64]},
         "enable_iter_perf_stats": True,
+        "guided_decoding_backend": "llguidance",
     }
     assert llm_kwargs(make_plan(kv_cache_dtype="fp8"), Path("/m"))["kv_cache_config"]["dtype"] == "fp8"
 

@@ -123,7 +123,10 @@ def test_a_named_tool_choice_must_name_a_tool(client: openai.OpenAI) -> None:
     assert "tool_choice.function.name" in str(caught.value)
 
 
-def test_logprobs_are_refused_rather_than_ignored(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=ASK, logprobs=True, top_logprobs=2)
-    assert "logprobs" in str(caught.value)
+def test_logprobs_of_a_tool_calling_turn_cover_the_preamble_only(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, logprobs=True, top_logprobs=2)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    # neither the reasoning nor the call's arguments: the content the client sees (as OpenAI)
+    assert "".join(entry.token for entry in choice.logprobs.content) == choice.message.content == TOOL_PREAMBLE

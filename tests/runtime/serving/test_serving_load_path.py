@@ -50,7 +50,35 @@ def test_outbox_sends_from_its_own_thread_in_order_per_request() -> None:
         ("a", "response 2", FINAL),
     ]
     assert [entry[2] for entry in log if entry[0] == "b"] == [0, 0, FINAL]
-    assert threads == {"test-sender"}
+    assert threads and all(name.startswith("test-sender-") for name in threads)
+
+
+def test_a_blocked_send_holds_up_its_own_request_only() -> None:
+    """Each request is served by one of several threads: one stuck send does not stall all streams."""
+    log: list[tuple[str, Any, int]] = []
+    gate = threading.Event()
+    outbox: Outbox[int] = Outbox(str, FINAL, lambda message: None, threads=4)
+    senders = [RecordingSender(log, f"r{index}", gate if index == 0 else None) for index in range(16)]
+    for step in range(3):
+        for sender in senders:
+            outbox.put(sender, step, final=step == 2)
+    others_done = threading.Event()
+
+    def watch() -> None:  # every request on another thread than r0's gets its three responses
+        stuck_thread = [s for s in senders if (id(s) >> 4) % 4 == (id(senders[0]) >> 4) % 4]
+        expected = 3 * (len(senders) - len(stuck_thread))
+        while sum(1 for name, _, _ in log if all(name != s.name for s in stuck_thread)) < expected:
+            threading.Event().wait(0.005)
+        others_done.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert others_done.wait(10)
+    assert not [entry for entry in log if entry[0] == "r0"]  # still stuck
+    gate.set()
+    outbox.close(timeout=10)
+    for sender in senders:
+        assert [entry[1:] for entry in log if entry[0] == sender.name] == [("0", 0), ("1", 0), ("2", FINAL)]
 
 
 def test_a_failed_send_is_reported_and_the_others_still_go_out() -> None:
@@ -88,6 +116,19 @@ def test_one_sweep_asks_every_request_once_and_cancels_the_gone_ones_once() -> N
     assert sorted(asked) == ["left", "stays", "stays"]
     assert cancelled == ["left"]
     assert sweep.watched == 1
+    sweep.close(timeout=10)
+
+
+def test_a_sweep_asks_at_most_its_budget_round_robin() -> None:
+    sweep = CancellationSweep(period_s=3600, checks_per_period=3)
+    asked: list[int] = []
+    for index in range(7):
+        sweep.watch(lambda index=index: asked.append(index) or False, lambda: None)  # type: ignore[misc]
+
+    for _ in range(3):
+        sweep.sweep()
+
+    assert asked == [0, 1, 2, 3, 4, 5, 6, 0, 1]  # each in turn, none twice before all were asked
     sweep.close(timeout=10)
 
 

@@ -74,3 +74,37 @@ def test_adapter_lists_each_watched_namespace_and_treats_failed_discovery_as_no_
     assert api.list_deployments([]) == [{"metadata": {"name": "cr-None"}}]
     assert kube.calls[0] == ("list", (GPTOSS.kind, "a"))
     assert api.serves_keda() is False
+
+
+class SyncedCache:
+    """Stands in for caches.ClusterCache: what the autoscaler reads once it is synced."""
+
+    synced = True
+
+    def __init__(self) -> None:
+        from gptoss_operator.caches import Store
+
+        self.deployments = Store()
+        self.deployments.upsert({"metadata": {"namespace": "a", "name": "cached"}})
+        self.pods_seen: list[tuple[str, dict[str, str]]] = []
+
+    def snapshot(self) -> Any:
+        from gptoss_operator.caches import CapacitySnapshot
+
+        return CapacitySnapshot(nodes=[{"metadata": {"name": "gpu-a"}}], pods=[{"metadata": {"name": "p"}}])
+
+    def pods_of(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        self.pods_seen.append((namespace, labels))
+        return []
+
+
+def test_adapter_reads_the_synced_caches_instead_of_listing() -> None:
+    kube = RecordingKube()
+    cache = SyncedCache()
+    api = KubeAutoscalerApi(kube, lambda: cache)  # type: ignore[arg-type, return-value]
+    assert [b["metadata"]["name"] for b in api.list_deployments(["a"])] == ["cached"]
+    assert [n["metadata"]["name"] for n in api.nodes()] == ["gpu-a"]
+    assert [p["metadata"]["name"] for p in api.active_pods()] == ["p"]
+    api.active_pods("a", "app=x,tier=server")
+    assert cache.pods_seen == [("a", {"app": "x", "tier": "server"})]
+    assert kube.calls == []  # not one LIST

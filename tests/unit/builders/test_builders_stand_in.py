@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from builders_support import ALL_FEATURES, GOLDEN_DIR, SETTINGS, cr_from, one, sample
+from test_builders_validate import BUILT_IN_GROUPS, KUBERNETES_VERSION
 
 from gptoss_operator import names
 from gptoss_operator.api import GptOssDeployment
@@ -155,3 +157,16 @@ def test_stand_in_golden_file() -> None:
     assert rendered == GOLDEN.read_text(encoding="utf-8"), (
         f"{GOLDEN.name} differs; regenerate with UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/unit/builders"
     )
+
+
+def test_stand_in_children_validate_strictly_and_stay_restricted() -> None:
+    objects = [o for o in build(sample("gpt-oss-120b-2xh100"), STAND_IN) if o["apiVersion"] in BUILT_IN_GROUPS]
+    for item in objects:
+        kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
+    for item in objects:
+        if item["kind"] in ("Deployment", "Job"):
+            pod = item["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            for each in [*pod.get("initContainers", []), *pod["containers"]]:
+                assert each["securityContext"]["readOnlyRootFilesystem"] is True
+                assert each["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -70,7 +70,8 @@ def render(*sets: str, include_crds: bool = False) -> list[dict[str, Any]]:
     if include_crds:
         args.append("--include-crds")
     for value in sets:
-        args += ["--set", value]
+        # A label value such as "true" must stay a string: `string:` marks a --set-string value.
+        args += ["--set-string", value.removeprefix("string:")] if value.startswith("string:") else ["--set", value]
     return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
 
 
@@ -252,6 +253,26 @@ def test_cpu_stand_in_and_mirror_reach_the_settings(monkeypatch: Any) -> None:
         "limits": {"memory": "2Gi"},
     }
     assert settings.stand_in_resources.gateway == StandInResources().gateway
+
+
+def test_placement_values_reach_the_settings(monkeypatch: Any) -> None:
+    docs = render(
+        "string:operator.serverNodeSelector.gptoss\\.dev/real-node=true",
+        "operator.fetch.nodeSelector.role=download",
+        "operator.fetch.tolerations[0].key=nvidia.com/gpu",
+        "operator.fetch.tolerations[0].operator=Exists",
+        "operator.fetch.priorityClassName=low",
+    )
+    for key in list(os.environ):
+        if key.startswith("GPTOSS_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(docs).items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert settings.server_node_selector == {"gptoss.dev/real-node": "true"}
+    assert settings.fetch_node_selector == {"role": "download"}
+    assert [t.manifest() for t in settings.fetch_tolerations] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert settings.fetch_priority_class_name == "low"
 
 
 def test_defaults_run_tensorrt_llm_from_the_public_hub() -> None:

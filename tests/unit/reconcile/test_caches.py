@@ -127,3 +127,48 @@ def test_pods_and_nodes_are_reduced_to_what_capacity_and_status_read() -> None:
     node = reduce_node(gpu_node("gpu-a"))
     assert "images" not in node["status"]
     assert node["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
+
+
+def test_only_spec_or_metadata_changes_of_a_cr_trigger_its_reconcile() -> None:
+    triggered: list[tuple[str, str]] = []
+    cache = ClusterCache(Kube(object()), [], on_owner_change=lambda ns, n: triggered.append((ns, n)))
+    cr = {"metadata": {"namespace": "team", "name": "m", "generation": 1}, "status": {"phase": "Pending"}}
+    cache._deployment_changed("ADDED", cr)
+    cache._deployment_changed("MODIFIED", {**cr, "status": {"phase": "Ready"}})  # our own status write echoes
+    assert triggered == [("team", "m")]
+    cache._deployment_changed("MODIFIED", {**cr, "metadata": {**cr["metadata"], "generation": 2}})  # a spec change
+    cache._deployment_changed("DELETED", cr)
+    assert triggered == [("team", "m")] * 3
+
+
+def test_children_and_server_pods_trigger_their_owner() -> None:
+    triggered: list[tuple[str, str]] = []
+    cache = ClusterCache(Kube(object()), [], on_owner_change=lambda ns, n: triggered.append((ns, n)))
+    owned = {"kind": "GptOssDeployment", "name": "m", "controller": True}
+    cache._child_changed("MODIFIED", {"metadata": {"namespace": "team", "ownerReferences": [owned]}})
+    cache._pod_changed("MODIFIED", {"metadata": {"namespace": "team", "labels": {names.LABEL_DEPLOYMENT: "m"}}})
+    cache._pod_changed("MODIFIED", {"metadata": {"namespace": "team", "labels": {"app": "other"}}})
+    assert triggered == [("team", "m"), ("team", "m")]
+
+
+def test_pods_outside_the_watched_namespaces_trigger_nothing() -> None:
+    triggered: list[tuple[str, str]] = []
+    cache = ClusterCache(
+        Kube(object()), [], namespaces=["team"], on_owner_change=lambda ns, n: triggered.append((ns, n))
+    )
+    labels = {names.LABEL_DEPLOYMENT: "m"}
+    cache._pod_changed("MODIFIED", {"metadata": {"namespace": "elsewhere", "labels": labels}})
+    cache._pod_changed("MODIFIED", {"metadata": {"namespace": "team", "labels": labels}})
+    assert triggered == [("team", "m")]
+
+
+async def test_the_runtime_never_queues_a_cr_outside_its_namespaces() -> None:
+    from gptoss_operator.handlers import OperatorRuntime
+
+    runtime = OperatorRuntime(Kube(object()), OperatorSettings(namespaces=["team"]), child_kinds=[])
+    runtime.queue.start()
+    runtime.enqueue("elsewhere", "m")
+    runtime.enqueue("team", "m")
+    assert len(runtime.queue) + runtime.queue.processed >= 1
+    assert ("elsewhere", "m") not in runtime.queue._queued
+    await runtime.queue.stop()

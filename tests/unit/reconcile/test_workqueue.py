@@ -128,3 +128,26 @@ async def test_add_from_another_thread() -> None:
 @pytest.mark.parametrize(("failures", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0)])
 def test_backoff_doubles_up_to_a_cap(failures: int, expected: float) -> None:
     assert backoff_delay(failures) == expected
+
+
+async def test_urgent_keys_go_before_the_settling_ones() -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def process(key: str) -> None:
+        order.append(key)
+        if key == "busy":
+            await release.wait()
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1)
+    queue.start()
+    queue.add("busy")
+    await eventually(lambda: order == ["busy"])
+    for key in ("settling-1", "settling-2", "promoted"):
+        queue.add(key)
+    queue.add("new-cr", urgent=True)
+    queue.add("promoted", urgent=True)  # was queued as a plain key: now goes first too, and runs once
+    release.set()
+    await wait_until_idle(queue)
+    await queue.stop()
+    assert order == ["busy", "new-cr", "promoted", "settling-1", "settling-2"]

@@ -172,7 +172,9 @@ def sample_replicas(
         time.sleep(1.0)
 
 
-def measure(kubectl: Kubectl, mode: str, args: argparse.Namespace) -> Outcome:
+def measure(kubectl: Kubectl, mode: str, args: argparse.Namespace, *, stop_early: bool = False) -> Outcome:
+    """One mode's run: ready, busy (load through the Service), idle. `stop_early` ends each phase once its
+    scaling happened (the e2e test's reduced run); the benchmark runs both phases whole."""
     name = f"auto-{mode}"
     kubectl.run("apply", "--namespace", NAMESPACE, "-f", "-", stdin=json.dumps(autoscaled_cr(name, mode, args.max)))
     outcome = Outcome(mode)
@@ -183,13 +185,13 @@ def measure(kubectl: Kubectl, mode: str, args: argparse.Namespace) -> Outcome:
         model = _model(url)
         started = time.monotonic()
         with Load(url, model, args.streams, outcome, args.busy_seconds + 30):
-            sample_replicas(kubectl, name, outcome, args.busy_seconds, started, lambda _: False)
+            sample_replicas(kubectl, name, outcome, args.busy_seconds, started, lambda r: stop_early and r > 1)
         up = [t for t, r in outcome.timeline if r > 1]
         outcome.scaled_up_at_s = up[0] if up else None
-        idle_started = time.monotonic()
-        sample_replicas(kubectl, name, outcome, args.idle_seconds, started, lambda r: False)
-        down = [t for t, r in outcome.timeline if t >= idle_started - started and r == 1]
-        outcome.scaled_down_at_s = round(down[0] - (idle_started - started), 1) if down else None
+        idle_started = time.monotonic() - started
+        sample_replicas(kubectl, name, outcome, args.idle_seconds, started, lambda r: stop_early and r == 1)
+        down = [t for t, r in outcome.timeline if t >= idle_started and r == 1]
+        outcome.scaled_down_at_s = round(down[0] - idle_started, 1) if down and up else None
     finally:
         kubectl.run("delete", "gptoss", name, "--namespace", NAMESPACE, "--wait=true", check=False)
     return outcome
@@ -214,10 +216,31 @@ def install(kubectl: Kubectl, modes: list[str]) -> None:
     _run([helm, "--kubeconfig", str(KUBECONFIG), "upgrade", "--install", RELEASE, str(realpods.CHART),
           "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=5m", *values], "helm install")  # fmt: skip
     if "hpa" in modes:
-        sys.path.insert(0, str(REPO / "e2e" / "metrics"))
-        import pipeline  # the custom metrics API: Prometheus + Prometheus Adapter with the chart's rules
+        _metrics_pipeline().ensure_up()
 
-        pipeline.ensure_up()
+
+def uninstall(kubectl: Kubectl) -> None:
+    """Remove the benchmark's release and namespaces (the metrics pipeline stays for other users)."""
+    kubectl.run("delete", "gptoss", "--all", "--namespace", NAMESPACE, "--wait=true", check=False)
+    subprocess.run(
+        [_helm(), "--kubeconfig", str(KUBECONFIG), "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    kubectl.run("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+
+
+def _metrics_pipeline() -> Any:
+    """e2e/metrics/pipeline.py: the custom metrics API (Prometheus + Prometheus Adapter with the chart's rules)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gptoss_metrics_pipeline", REPO / "e2e" / "metrics" / "pipeline.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _helm() -> str:

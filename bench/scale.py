@@ -340,6 +340,9 @@ def cluster_objects(run: str, args: argparse.Namespace) -> Iterator[tuple[str, s
     finally:
         if not args.keep:
             kubectl("delete", "namespace", namespace, noise, "--wait=false", "--ignore-not-found", check=False)
+            # Pods on simulated nodes that go away would wait for pod GC: remove them now (a shared cluster).
+            for ns in (namespace, noise):
+                kubectl("delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force", "--wait=false", check=False)
             kubectl("delete", "nodes", "-l", f"{BENCH_TAINT}={run}", "--wait=false", check=False)
 
 

@@ -191,6 +191,8 @@ def _missing_binaries() -> list[str]:
         "kwok": versions["KWOK_VERSION"],
         "kubernetes": versions["KUBE_VERSION"],
         "etcd": versions["ETCD_VERSION"],
+        "coredns": versions["COREDNS_VERSION"],
+        "local-path-provisioner": versions["LOCAL_PATH_PROVISIONER_VERSION"],
     }
     bin_cache = Path(os.environ.get("GPTOSS_BIN_CACHE", CACHE_DIR / "bin"))
     return [
@@ -208,7 +210,8 @@ def _start_local_cluster() -> None:
             f"the local control plane is not built ({', '.join(missing)} missing under ~/.cache/gpt-oss-operator/bin):"
             " run `make cluster-up` first (a cold build takes 25-45 minutes), or set GPTOSS_E2E=0 to skip"
         )
-    result = subprocess.run([str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, timeout=280, check=False)
+    # The first start of the real node imports the images into its containerd: minutes, not seconds.
+    result = subprocess.run([str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, timeout=900, check=False)
     if result.returncode != 0:
         pytest.fail(f"e2e/cluster/up.sh failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 

@@ -33,6 +33,8 @@ SAMPLES = REPO / "manifests" / "samples"
 STARTUP_TIMEOUT_S = 60
 READY_TIMEOUT_S = 180
 RESYNC_SECONDS = 3.0
+KWOK_NODE = {"type": "kwok"}  # every simulated node carries it
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 
 
 def free_port() -> int:
@@ -345,6 +347,11 @@ def operator_environment(
             "GPTOSS_LOG_FORMAT": "text",
             "GPTOSS_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # These tests play their pods on kwok's nodes, whose Job pods kwok completes at once; the cluster's
+            # real node (which would really pull and run the images) is for the real-pod suite only.
+            "GPTOSS_SERVER_NODE_SELECTOR": json.dumps(KWOK_NODE),
+            "GPTOSS_FETCH_NODE_SELECTOR": json.dumps(KWOK_NODE),
+            "GPTOSS_FETCH_TOLERATIONS": json.dumps([KWOK_TOLERATION]),
             **(extra_env or {}),
         }
     )

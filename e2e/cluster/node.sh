@@ -14,7 +14,7 @@
 # $GPTOSS_NODE_DIR (logs in logs/). up.sh calls `node.sh up` after the control plane, down.sh
 # `node.sh down` before deleting it. Pod traffic stays on this machine (see firewall_up).
 #
-# Environment: GPTOSS_NODE_GPUS (simulated GPUs, default 4); GPTOSS_PAUSE_IMAGE + GPTOSS_PAUSE_ARCHIVE
+# Environment: GPTOSS_NODE_GPUS (simulated GPUs, default 8); GPTOSS_PAUSE_IMAGE + GPTOSS_PAUSE_ARCHIVE
 # (a sandbox image instead of `e2e/images/build.sh pause`); GPTOSS_HELPER_IMAGE (image of the volume
 # provisioner's helper pods, needs /bin/sh; default: refs.env's BASE_IMAGE or RUNTIME_CPU_IMAGE);
 # GPTOSS_NODE_IMAGE_ARCHIVES (extra docker/OCI archives to import, space-separated).
@@ -39,7 +39,7 @@ IMAGES_SCRIPT="$GPTOSS_REPO_ROOT/e2e/images/build.sh"
 REFS_FILE="$GPTOSS_CACHE/images/refs.env"
 READY_TIMEOUT_S="${GPTOSS_NODE_TIMEOUT_S:-120}"
 
-GPU_COUNT="${GPTOSS_NODE_GPUS:-4}"
+GPU_COUNT="${GPTOSS_NODE_GPUS:-8}"  # the demo's four samples take 6
 GPU_PRODUCT="NVIDIA-H100-80GB-HBM3"
 GPU_MEMORY_MIB="81559"  # what GPU Feature Discovery reports for an H100 80GB HBM3
 NODE_LABELS="gptoss.dev/real-node=true,nvidia.com/gpu.present=true,nvidia.com/gpu.product=$GPU_PRODUCT"
@@ -76,14 +76,25 @@ wait_for() {
 pid_of() { local f="$PID_DIR/$1.pid"; [[ -f "$f" ]] && cat "$f"; }
 running() { local pid; pid=$(pid_of "$1") && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }
 
-# start_process NAME COMMAND...: COMMAND in its own session, detached from this script (and from the
-# lock descriptors of up.sh / build.sh, which it would otherwise hold forever); log in LOG_DIR/NAME.log.
+changed() { local c; for c in "${CHANGED[@]}"; do [[ "$c" == "$1" ]] && return 0; done; return 1; }
+
+# start_process NAME COMMAND...: have COMMAND run as NAME. Nothing happens when it already runs with this
+# command line and NAME's configuration files did not change (NAME not in CHANGED): returns 1. Otherwise
+# it is (re)started in its own session, detached from this script (and from the lock descriptors of up.sh
+# and build.sh, which it would otherwise hold forever), logging to LOG_DIR/NAME.log.
 start_process() {
   local name="$1"; shift
+  local cmdline="$*" cmdline_file="$PID_DIR/$name.cmdline"
+  if running "$name"; then
+    if ! changed "$name" && [[ "$(cat "$cmdline_file" 2>/dev/null)" == "$cmdline" ]]; then return 1; fi
+    log "$name: configuration changed; restarting"
+    stop_process "$name"
+  fi
   mkdir -p "$LOG_DIR" "$PID_DIR"
   [[ -f "$LOG_DIR/$name.log" ]] && mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
   setsid "$@" </dev/null >"$LOG_DIR/$name.log" 2>&1 8>&- 9>&- &
   echo "$!" >"$PID_DIR/$name.pid"
+  echo "$cmdline" >"$cmdline_file"
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
 
@@ -98,7 +109,7 @@ stop_process() {
     kill -KILL "$pid" 2>/dev/null || true
     log "stopped $name (pid $pid)"
   fi
-  rm -f "$PID_DIR/$name.pid"
+  rm -f "$PID_DIR/$name.pid" "$PID_DIR/$name.cmdline"
 }
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -340,20 +351,12 @@ render_configs() {
   return 0
 }
 
-changed() { local c; for c in "${CHANGED[@]}"; do [[ "$c" == "$1" ]] && return 0; done; return 1; }
-
-# ensure NAME: restart NAME when its configuration changed, start it when it is not running.
-# Returns 0 when it (re)started.
-ensure() {
-  local name="$1"
-  if running "$name" && ! changed "$name"; then return 1; fi
-  running "$name" && { log "$name: configuration changed; restarting"; stop_process "$name"; }
-  "start_$name"
-}
+# ensure NAME: NAME runs with its current configuration (see start_process); returns 0 when it (re)started.
+ensure() { "start_$1"; }
 
 start_containerd() {
   mkdir -p "$GPTOSS_RUN_DIR/containerd"
-  start_process containerd containerd --config "$CONFIG_DIR/containerd.toml"
+  start_process containerd containerd --config "$CONFIG_DIR/containerd.toml" || return 1
   wait_for 60 "containerd at $GPTOSS_CONTAINERD_ADDRESS (log: $LOG_DIR/containerd.log)" containerd_answers
 }
 
@@ -383,7 +386,8 @@ start_local-path-provisioner() {
     --namespace local-path-storage \
     --configmap-name local-path-config \
     --service-account-name local-path-provisioner-service-account \
-    --helper-image "$HELPER_IMAGE"
+    --helper-image "$HELPER_IMAGE" \
+    --worker-threads 16  # each claim's worker waits for its helper pod; tests create many claims at once
 }
 
 http_ok() { curl -fsS --max-time 2 -o /dev/null "$1"; }
@@ -444,6 +448,8 @@ cmd_up() {
   ensure kube-proxy || true
   wait_for 60 "kube-proxy to sync its rules (log: $LOG_DIR/kube-proxy.log)" http_ok http://127.0.0.1:10256/healthz
   kctl apply --server-side --force-conflicts --field-manager=gptoss-node -f "$CONFIG_DIR/addons.yaml" >/dev/null
+  # Failed helper pods of claims deleted meanwhile are never retried, so never cleaned up by the provisioner.
+  kctl delete pods --namespace local-path-storage --field-selector=status.phase==Failed --wait=false >/dev/null
   ensure coredns || true
   wait_for 60 "CoreDNS to be ready (log: $LOG_DIR/coredns.log)" http_ok http://127.0.0.1:18181/ready
   ensure local-path-provisioner || true

@@ -6,6 +6,7 @@ there. Standard library only, so that it runs with the system's python3 before a
 Images (all refs are `localhost/gpt-oss-operator/<name>:<tag>-<hash12>`, never `:latest`, so that a pod's
 `imagePullPolicy: IfNotPresent` finds them in containerd without a registry):
   pause        FROM scratch + a static Go program (e2e/images/pause): the real node's sandbox image
+  base         the Debian root filesystem the others start from (also for helper pods that need /bin/sh)
   runtime-cpu  runtime/Dockerfile with VARIANT=cpu: the inference pod on CPU (Triton from nvidia-pytriton)
   operator     operator/Dockerfile: `gptoss-operator run`
 
@@ -316,7 +317,9 @@ def prepare_base(paths: Paths) -> Base:
 def build_base_image(paths: Paths) -> tuple[str, Path]:
     base = prepare_base(paths)
     archive = BASE.archive(paths, base_key())
-    if not archive.is_file():
+    if archive.is_file():
+        log(f"base cached: {base.ref}")
+    else:
         ensure_base_image(paths, base.ref, base.tarball)
         export_archive(paths, base.ref, archive)
     return base.ref, archive

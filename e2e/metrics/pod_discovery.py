@@ -4,8 +4,8 @@ Debian builds Prometheus without `kubernetes_sd_configs` (its Kubernetes client 
 pipeline serves the same targets through `http_sd_configs`: every pod with an IP, one target per
 declared container port (one for the pod IP when a container declares none), labelled with the
 `__meta_kubernetes_*` names of Prometheus' `role: pod` discovery. The relabeling of
-monitoring/scrape-config.yaml then runs unchanged. Each refresh LISTs pods with the kubeconfig given (a
-ServiceAccount token allowed to list pods).
+monitoring/scrape-config.yaml then runs unchanged. A background thread LISTs pods every few seconds with
+the kubeconfig given (a ServiceAccount token allowed to list pods); requests get the latest list at once.
 
     pod_discovery.py --kubeconfig FILE --listen 127.0.0.1:19091      # GET /targets -> HTTP SD JSON
 """
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.server
 import json
 import re
 import ssl
 import sys
 import tempfile
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Final
@@ -120,23 +123,55 @@ def targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
-def serve(client: ApiClient, host: str, port: int) -> None:
+class Snapshot:
+    """The latest target groups, refreshed by a background thread: Prometheus' HTTP discovery gives up
+    after its refresh interval, and a LIST on a busy API server can take longer than that."""
+
+    def __init__(self, client: ApiClient, every_s: float) -> None:
+        self.client = client
+        self.every_s = every_s
+        self.body: bytes | None = None
+        self.error = "no pod list yet"
+        self.lock = threading.Lock()
+
+    def refresh_forever(self) -> None:
+        while True:
+            self.refresh()
+            time.sleep(self.every_s)
+
+    def refresh(self) -> None:
+        try:
+            # resourceVersion=0: served from the API server's watch cache, cheap even with many pods.
+            body = json.dumps(targets(self.client.get("/api/v1/pods?resourceVersion=0")["items"])).encode()
+        except OSError as error:  # an unreachable API server: keep serving the last targets
+            print(f"listing pods failed: {error}", file=sys.stderr, flush=True)
+            with self.lock:
+                self.error = f"listing pods failed: {error}"
+            return
+        with self.lock:
+            self.body, self.error = body, ""
+
+    def current(self) -> tuple[bytes | None, str]:
+        with self.lock:
+            return self.body, self.error
+
+
+def serve(snapshot: Snapshot, host: str, port: int) -> None:
     class Discovery(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path != PATH:
                 self.send_error(404, f"only {PATH}")
                 return
-            try:
-                body = json.dumps(targets(client.get("/api/v1/pods")["items"])).encode()
-            except OSError as error:  # an unreachable API server: Prometheus keeps its last targets
-                print(f"listing pods failed: {error}", file=sys.stderr, flush=True)
-                self.send_error(503, f"listing pods failed: {error}")
+            body, error = snapshot.current()
+            if body is None:
+                self.send_error(503, error)
                 return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -148,9 +183,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", type=Path, required=True, help="a token kubeconfig that may list pods")
     parser.add_argument("--listen", default="127.0.0.1:19091", help="HOST:PORT to serve GET /targets on")
+    parser.add_argument("--every", type=float, default=5.0, help="seconds between pod lists")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    serve(ApiClient(args.kubeconfig), host, int(port))
+    snapshot = Snapshot(ApiClient(args.kubeconfig), args.every)
+    threading.Thread(target=snapshot.refresh_forever, name="pod-lister", daemon=True).start()
+    serve(snapshot, host, int(port))
     return 0
 
 

@@ -347,8 +347,13 @@ class ClusterCache:
                 return
             else:
                 self._generations[key] = seen
-        if self._on_spec_change is not None:
-            self._on_spec_change(*key)
+        # Urgent only when the CR waits for work: new, or a spec its status has not caught up with. A new
+        # leader's first list sees every CR: those already reconciled must not crowd out the one that waits.
+        status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+        waiting = event != "DELETED" and (status or {}).get("observedGeneration") != meta.get("generation")
+        callback = self._on_spec_change if waiting else self._on_owner_change
+        if callback is not None:
+            callback(*key)
 
     def _child_changed(self, _event: str, obj: Json) -> None:
         owner = _owner_key(obj)

@@ -5,13 +5,18 @@ model name), and `gptoss_requests_total` also `outcome` (success, error, cancell
 is a real histogram: the Python backend of Triton 2.51 supports `MetricFamily.HISTOGRAM` (buckets
 `contract.TIME_TO_FIRST_TOKEN_BUCKETS`).
 
-Each update of a Triton metric is a message from the stub to the server, so the hot path only adds to
-Python counters; `flush()` (called when a request ends and by the model's periodic refresh) pushes the
-pending increments, and `refresh(stats)` copies the engine's gauges.
+Each update of a Triton metric is a blocking round trip from the stub to the server (about 0.5 ms, far
+more on a loaded machine). Made on the engine's event loop, the ten or so per request (gauges at start
+and end, time to first token, outcome, counters) stalled every stream: 256 requests ending together
+blocked the loop for over a second. So every method but `flush()` only records in memory, under a lock
+(the engine's loop records, another thread flushes); `flush()` pushes it all to Triton and runs on the
+model's metrics thread every half second (`triton_model.backend`), never on the engine's loop.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Any, Final, Protocol
 
 from gptoss_runtime import contract
@@ -104,34 +109,54 @@ class TritonModelMetrics:
             self._metrics[f"{contract.METRIC_REQUESTS}/{outcome}"] = self._families[contract.METRIC_REQUESTS].Metric(
                 labels={**labels, "outcome": outcome}
             )
+        self._lock = threading.Lock()
         self._pending_prompt = 0
         self._pending_generated = 0
+        self._pending_first_token: list[float] = []
+        self._pending_outcomes: Counter[str] = Counter()
+        self._stats: EngineStats | None = None
+        self._pushed_stats: EngineStats | None = None
 
     def prompt_tokens(self, count: int) -> None:
-        self._pending_prompt += count
+        with self._lock:
+            self._pending_prompt += count
 
     def generated_tokens(self, count: int) -> None:
-        self._pending_generated += count
+        with self._lock:
+            self._pending_generated += count
 
     def time_to_first_token(self, seconds: float) -> None:
-        self._metrics[contract.METRIC_TIME_TO_FIRST_TOKEN].observe(seconds)
+        with self._lock:
+            self._pending_first_token.append(seconds)
 
     def request_finished(self, outcome: str) -> None:
-        self.flush()
-        self._metrics[f"{contract.METRIC_REQUESTS}/{outcome}"].increment(1)
+        with self._lock:
+            self._pending_outcomes[outcome] += 1
 
     def refresh(self, stats: EngineStats) -> None:
-        self._metrics[contract.METRIC_REQUESTS_RUNNING].set(stats.requests_running)
-        self._metrics[contract.METRIC_REQUESTS_WAITING].set(stats.requests_waiting)
-        self._metrics[contract.METRIC_KV_CACHE_UTILIZATION].set(stats.kv_cache_utilization)
+        self._stats = stats  # one assignment: atomic under the GIL
 
     def flush(self) -> None:
-        if self._pending_prompt:
-            pending, self._pending_prompt = self._pending_prompt, 0
-            self._metrics[contract.METRIC_PROMPT_TOKENS].increment(pending)
-        if self._pending_generated:
-            pending, self._pending_generated = self._pending_generated, 0
-            self._metrics[contract.METRIC_GENERATED_TOKENS].increment(pending)
+        """Push what was recorded since the last flush (blocking round trips: not on the engine's loop)."""
+        with self._lock:
+            prompt, self._pending_prompt = self._pending_prompt, 0
+            generated, self._pending_generated = self._pending_generated, 0
+            first_tokens, self._pending_first_token = self._pending_first_token, []
+            outcomes, self._pending_outcomes = self._pending_outcomes, Counter()
+        if prompt:
+            self._metrics[contract.METRIC_PROMPT_TOKENS].increment(prompt)
+        if generated:
+            self._metrics[contract.METRIC_GENERATED_TOKENS].increment(generated)
+        for seconds in first_tokens:
+            self._metrics[contract.METRIC_TIME_TO_FIRST_TOKEN].observe(seconds)
+        for outcome, count in outcomes.items():
+            self._metrics[f"{contract.METRIC_REQUESTS}/{outcome}"].increment(count)
+        stats = self._stats
+        if stats is not None and stats != self._pushed_stats:  # gauges: only when they changed
+            self._metrics[contract.METRIC_REQUESTS_RUNNING].set(stats.requests_running)
+            self._metrics[contract.METRIC_REQUESTS_WAITING].set(stats.requests_waiting)
+            self._metrics[contract.METRIC_KV_CACHE_UTILIZATION].set(stats.kv_cache_utilization)
+            self._pushed_stats = stats
 
     def close(self) -> None:
         """Metrics must go before their families (the backend refuses the other order)."""

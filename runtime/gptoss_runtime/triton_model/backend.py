@@ -103,6 +103,10 @@ class TritonPythonModel:
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gpt_oss-engine", daemon=True)
         self._loop_thread.start()
         self._refresher = asyncio.run_coroutine_threadsafe(self._refresh_forever(), self._loop)
+        # Pushing metrics to Triton is a round trip per update: done from a thread of its own.
+        self._metrics_stop = threading.Event()
+        self._metrics_thread = threading.Thread(target=self._flush_metrics_forever, name="gpt_oss-metrics", daemon=True)
+        self._metrics_thread.start()
         self._outbox: Outbox[StepOutput | Any] = Outbox(
             self._response_or_error, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL, pb_utils.Logger.log_warn
         )
@@ -131,6 +135,9 @@ class TritonPythonModel:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
         self._outbox.close(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
+        self._metrics_stop.set()
+        self._metrics_thread.join(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)
+        self._metrics.flush()
         self._metrics.close()
 
     # --- one request -------------------------------------------------------------------------------
@@ -143,6 +150,10 @@ class TritonPythonModel:
         assert task is not None
         # Registered from inside the task, so a cancellation always finds it running and answers it.
         watch = self._sweep.watch(request.is_cancelled, lambda: self._cancel_soon(task))
+
+        def forget() -> None:  # on the sender thread, before the final response (see CancellationSweep.forget)
+            self._sweep.forget(watch)
+
         try:
             parsed = parse_request(
                 self._input_getter(request),
@@ -152,17 +163,20 @@ class TritonPythonModel:
             request_id = request.request_id() or uuid.uuid4().hex
             steps = self._service.stream(request_id, parsed)
             async for step in steps if parsed.stream else gathered(steps):
-                outbox.put(sender, step, final=bool(step.finish_reason))
+                final = bool(step.finish_reason)
+                outbox.put(sender, step, final=final, before_send=forget if final else None)
         except InputError as error:
             self._metrics.request_finished(OUTCOME_ERROR)
-            self._send_error(sender, pb.TritonError(str(error), pb.TritonError.INVALID_ARG))
+            self._send_error(sender, pb.TritonError(str(error), pb.TritonError.INVALID_ARG), forget)
         except (ClientCancelledError, asyncio.CancelledError):
-            self._send_error(sender, pb.TritonError("the client cancelled the request", pb.TritonError.CANCELLED))
+            self._send_error(
+                sender, pb.TritonError("the client cancelled the request", pb.TritonError.CANCELLED), forget
+            )
         except Exception as error:  # the stream must end with a final response whatever failed
             pb.Logger.log_error(f"gpt_oss: request failed: {error!r}")
-            self._send_error(sender, pb.TritonError(f"generation failed: {error}", pb.TritonError.INTERNAL))
+            self._send_error(sender, pb.TritonError(f"generation failed: {error}", pb.TritonError.INTERNAL), forget)
         finally:
-            self._sweep.forget(watch)
+            self._sweep.forget(watch)  # again (idempotent): a request that ended without a final response
 
     def _cancel_soon(self, task: asyncio.Task[None]) -> None:
         """From the sweep's thread: cancel the task on its own loop."""
@@ -189,8 +203,8 @@ class TritonPythonModel:
             outputs.append(tensor(schema.LOGPROBS, np.array([encoded], dtype=np.object_)))
         return self._pb.InferenceResponse(output_tensors=outputs)
 
-    def _send_error(self, sender: Any, error: Any) -> None:
-        self._outbox.put(sender, error, final=True)
+    def _send_error(self, sender: Any, error: Any, forget: Callable[[], None]) -> None:
+        self._outbox.put(sender, error, final=True, before_send=forget)
 
     def _response_or_error(self, payload: Any) -> Any:
         """Runs on the sender thread: a step becomes a response, a TritonError an error response."""
@@ -201,10 +215,17 @@ class TritonPythonModel:
     # --- gauges ------------------------------------------------------------------------------------
 
     async def _refresh_forever(self) -> None:
+        """Read the engine's gauges on its own loop (in memory: the metrics thread pushes them)."""
         while True:
             await asyncio.sleep(METRICS_REFRESH_SECONDS)
             try:
                 self._metrics.refresh(self._service.engine.stats())
-                self._metrics.flush()
             except Exception as error:  # metrics must never take the model down
                 self._pb.Logger.log_warn(f"gpt_oss: metrics refresh failed: {error!r}")
+
+    def _flush_metrics_forever(self) -> None:
+        while not self._metrics_stop.wait(METRICS_REFRESH_SECONDS):
+            try:
+                self._metrics.flush()
+            except Exception as error:  # metrics must never take the model down
+                self._pb.Logger.log_warn(f"gpt_oss: pushing metrics failed: {error!r}")

@@ -171,3 +171,47 @@ async def test_cumulative_outputs_are_read_as_their_new_tail_only() -> None:
 
     assert [len(chunk.token_ids) for chunk in chunks] == [20] * 5
     assert chunks[-1] == TokenChunk(list(range(80, 100)), "length")
+
+
+def test_forget_waits_for_a_question_in_flight_so_none_follows_the_final_send() -> None:
+    """Asking a released request crashed tritonserver: once `forget` returns, the sweep never asks it."""
+    sweep = CancellationSweep(period_s=3600)
+    asking, answer = threading.Event(), threading.Event()
+    asked_after_forget: list[bool] = []
+    forgotten = threading.Event()
+
+    def is_cancelled() -> bool:
+        asked_after_forget.append(forgotten.is_set())
+        asking.set()
+        assert answer.wait(10)  # a slow round trip to the server
+        return False
+
+    key = sweep.watch(is_cancelled, lambda: None)
+    sweeping = threading.Thread(target=sweep.sweep)
+    sweeping.start()
+    assert asking.wait(10)
+    forgetting = threading.Thread(target=lambda: (sweep.forget(key), forgotten.set()))
+    forgetting.start()
+    assert not forgotten.wait(0.05)  # forget waits while the question is in flight
+    answer.set()
+    forgetting.join(10)
+    sweeping.join(10)
+    assert forgotten.is_set()
+    sweep.sweep()
+    assert asked_after_forget == [False]
+    sweep.close(timeout=10)
+
+
+def test_before_send_runs_on_the_sender_thread_before_the_final_response() -> None:
+    order: list[str] = []
+
+    class Sender:
+        def send(self, response: Any, flags: int = 0) -> None:
+            order.append(f"send {response}")
+
+    outbox: Outbox[int] = Outbox(str, FINAL, lambda message: None, threads=1)
+    outbox.put(Sender(), 1, final=False)
+    outbox.put(Sender(), 2, final=True, before_send=lambda: order.append("forget"))
+    outbox.close(timeout=10)
+
+    assert order == ["send 1", "forget", "send 2"]

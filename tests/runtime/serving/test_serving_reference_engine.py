@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 from serving_clients import chat, generate, metric, scrape
-from serving_support import ServerProcess, running_gateway
+from serving_support import ServerProcess, running_gateway, wait_until
 
 from gptoss_runtime import contract
 
@@ -24,8 +25,14 @@ async def test_reference_engine_streams_through_triton(reference_server: ServerP
     assert responses[-1].finish_reason in ("stop", "length")
     assert 1 <= responses[-1].completion_tokens <= 12
     assert {response.channel for response in responses} <= {"analysis", "commentary", "final"}
-    samples = scrape(reference_server.metrics_url)
-    assert metric(samples, contract.METRIC_GENERATED_TOKENS, model="gpt-oss-20b") >= responses[-1].completion_tokens
+
+    def generated() -> float:
+        return metric(scrape(reference_server.metrics_url), contract.METRIC_GENERATED_TOKENS, model="gpt-oss-20b")
+
+    # pushed by the model's metrics thread every half second
+    await asyncio.to_thread(
+        wait_until, lambda: generated() >= responses[-1].completion_tokens, 10, "the tokens to be counted"
+    )
 
 
 async def test_same_seed_gives_the_same_completion(reference_server: ServerProcess) -> None:

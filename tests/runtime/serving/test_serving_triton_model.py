@@ -95,8 +95,13 @@ async def test_bad_inputs_are_refused_naming_the_input(
 
 async def test_model_metrics_are_exported(scripted_server: ServerProcess) -> None:
     await generate(scripted_server.grpc_url, text_input="Count tokens", max_tokens=50)
-    samples = scrape(scripted_server.metrics_url)
 
+    def success() -> float:
+        return metric(scrape(scripted_server.metrics_url), contract.METRIC_REQUESTS, outcome="success", **MODEL)
+
+    # The model pushes its metrics from a thread of its own every half second, off the engine's loop.
+    await asyncio.to_thread(wait_until, lambda: success() >= 1, 10, "the request to be counted")
+    samples = scrape(scripted_server.metrics_url)
     assert metric(samples, contract.METRIC_REQUESTS, outcome="success", **MODEL) >= 1
     assert metric(samples, contract.METRIC_REQUESTS, outcome="error", **MODEL) >= 0
     assert metric(samples, contract.METRIC_GENERATED_TOKENS, **MODEL) >= 50

@@ -172,3 +172,20 @@ async def test_the_runtime_never_queues_a_cr_outside_its_namespaces() -> None:
     assert len(runtime.queue) + runtime.queue.processed >= 1
     assert ("elsewhere", "m") not in runtime.queue._queued
     await runtime.queue.stop()
+
+
+def test_a_cr_whose_status_lags_its_spec_is_urgent_and_a_reconciled_one_is_not() -> None:
+    urgent: list[str] = []
+    plain: list[str] = []
+    cache = ClusterCache(
+        Kube(object()),
+        [],
+        on_owner_change=lambda _ns, name: plain.append(name),
+        on_spec_change=lambda _ns, name: urgent.append(name),
+    )
+    cache._deployment_changed("ADDED", {"metadata": {"namespace": "t", "name": "new", "generation": 1}})
+    done = {"metadata": {"namespace": "t", "name": "done", "generation": 3}, "status": {"observedGeneration": 3}}
+    cache._deployment_changed("ADDED", done)
+    lagging = {"metadata": {"namespace": "t", "name": "lag", "generation": 4}, "status": {"observedGeneration": 3}}
+    cache._deployment_changed("ADDED", lagging)
+    assert urgent == ["new", "lag"] and plain == ["done"]

@@ -441,7 +441,7 @@ def run_bench(args: argparse.Namespace) -> Figures:
             say(f"apply-to-children: p50 {percentile(latencies, 0.5):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms")
             leader = next(o for o in operators if o.identity == leader_identity(namespace, lease))
             time.sleep(args.settle)
-            wait_quiet(leader, args.resync_seconds, args.timeout)
+            wait_quiet(leader, max(2 * args.resync_seconds, 15.0), args.timeout)
             pods = len(kubectl("get", "pods", "-A", "-o", "name").split())
             say(f"pods in the cluster: {pods}; measuring a steady state over {2 * args.resync_seconds:.0f}s")
             requests, lists, writes, cpu = steady_state(leader, 2 * args.resync_seconds)

@@ -385,13 +385,15 @@ def report_answer(kubectl: Tool) -> None:
     try:
         with realpods.PortForward(argv, DEMO_NAMESPACE, f"service/{ANSWER_SAMPLE}", realpods.OPENAI_PORT) as forward:
             model = _served_model(forward.url)
-            answer = realpods.stream_chat(forward.url, model, PROMPT, max_tokens=48)
+            answer = realpods.stream_chat(
+                forward.url, model, PROMPT, max_tokens=256, response_format=realpods.HAIKU_FORMAT
+            )
     except (realpods.RealPodsError, OSError) as error:
         raise DemoError(f"the chat completion through service/{ANSWER_SAMPLE} failed: {error}") from None
     except Exception as error:  # the openai client's errors
         raise DemoError(f"the chat completion through service/{ANSWER_SAMPLE} failed: {error!r}") from None
     detail(f"kubectl port-forward service/{ANSWER_SAMPLE} :{realpods.OPENAI_PORT} -> {forward.url}/v1 (model {model})")
-    detail(f"prompt: {PROMPT}")
+    detail(f"prompt: {PROMPT}   (response_format: a JSON schema, enforced by the engine's token masks)")
     if answer.reasoning:
         detail(f"reasoning (analysis channel): {answer.reasoning[:300]!r}")
     detail(f"answer (final channel): {answer.text[:300]!r}")

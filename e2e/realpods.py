@@ -245,8 +245,31 @@ class StreamedAnswer:
     chunks: int
 
 
+# The tiny random checkpoint writes random tokens; a JSON schema (enforced by the engine's token masks) makes
+# them a well-formed final-channel answer that a person can see, and a test can parse.
+HAIKU_FORMAT: Final = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "haiku",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"haiku": {"type": "string", "maxLength": 40}},
+            "required": ["haiku"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
 def stream_chat(
-    base_url: str, model: str, prompt: str, *, max_tokens: int = 48, api_key: str = "unused"
+    base_url: str,
+    model: str,
+    prompt: str,
+    *,
+    max_tokens: int = 48,
+    api_key: str = "unused",
+    response_format: dict[str, Any] | None = None,
 ) -> StreamedAnswer:
     """One streamed chat completion with the `openai` client; times the first token."""
     from openai import OpenAI
@@ -263,6 +286,7 @@ def stream_chat(
         max_tokens=max_tokens,
         stream=True,
         temperature=0,
+        **({"response_format": response_format} if response_format else {}),  # type: ignore[arg-type]
     )
     for chunk in stream:
         chunks += 1

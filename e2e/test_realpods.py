@@ -223,8 +223,9 @@ def test_chat_streaming_and_a_refused_request_through_the_service(real: RealClus
     )
     assert answer.choices[0].finish_reason in ("stop", "length")
     assert answer.usage is not None and answer.usage.completion_tokens > 0
-    streamed = realpods.stream_chat(url, model, "Count to three.", max_tokens=16)
-    assert streamed.chunks > 1 and streamed.first_token_s <= streamed.total_s
+    streamed = realpods.stream_chat(url, model, "A haiku?", max_tokens=256, response_format=realpods.HAIKU_FORMAT)
+    assert streamed.chunks > 2 and streamed.first_token_s <= streamed.total_s
+    assert isinstance(json.loads(streamed.text)["haiku"], str), streamed  # the schema held, token by token
     with pytest.raises(BadRequestError) as refused:
         client.chat.completions.create(model=model, messages=[], max_tokens=16)
     assert "messages" in str(refused.value)

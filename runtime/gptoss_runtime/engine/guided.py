@@ -66,17 +66,28 @@ def _lark_string(text: str) -> str:
     return json.dumps(text)
 
 
+# JSON is written in one fixed layout (`{"key": "value", "n": 1}`, as OpenAI's structured outputs read):
+# with free whitespace a weak or small model can emit whitespace until max_tokens and never close the
+# object. A schema's own `x-guidance` options win.
+JSON_LAYOUT: Final[Mapping[str, Any]] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _json_rule(schema: Mapping[str, Any]) -> str:
+    options = {**JSON_LAYOUT, **(schema.get("x-guidance") or {})}
+    return f"%json {json.dumps({**schema, 'x-guidance': options})}"
+
+
 def harmony_grammar(guided: GuidedDecoding) -> str:
     """A Lark grammar (llguidance's dialect: `<|name|>` is that special token, `%json` a JSON schema)
     for the whole completion after the prompt's `<|start|>assistant`."""
     if guided.kind != "tool":
         schema = guided.schema if guided.kind == "json_schema" else ANY_JSON_OBJECT
-        return f'start: <|channel|> "final" <|message|> body <|return|>\nbody: %json {json.dumps(schema)}\n'
+        return f'start: <|channel|> "final" <|message|> body <|return|>\nbody: {_json_rule(schema)}\n'
     rules = [f"call_{index}" for index in range(len(guided.tools))]
     lines = [f'start: <|channel|> "commentary to=functions." ({" | ".join(rules)})']
     for index, (name, schema) in enumerate(guided.tools.items()):
         lines.append(f'call_{index}: {_lark_string(name + " ")} <|constrain|> "json" <|message|> args_{index} <|call|>')
-        lines.append(f"args_{index}: %json {json.dumps(schema)}")
+        lines.append(f"args_{index}: {_json_rule(schema)}")
     return "\n".join(lines) + "\n"
 
 

@@ -100,3 +100,14 @@ def test_tensorrt_llm_gets_the_same_grammar_for_its_llguidance_backend() -> None
     guided = GuidedDecoding("json_schema", SCHEMA)
     assert trtllm_guided_params(guided) == {"grammar": harmony_grammar(guided)}
     assert TRTLLM_GUIDED_BACKEND == "llguidance"
+
+
+def test_json_is_written_in_one_layout_unless_the_schema_says_otherwise() -> None:
+    from gptoss_runtime.engine.guided import GuidedDecoding, harmony_grammar
+
+    compact = harmony_grammar(GuidedDecoding("json_schema", {"type": "object"}))
+    assert '"whitespace_flexible": false' in compact and '"key_separator": ": "' in compact
+    own = harmony_grammar(
+        GuidedDecoding("json_schema", {"type": "object", "x-guidance": {"whitespace_flexible": True}})
+    )
+    assert '"whitespace_flexible": true' in own

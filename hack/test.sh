@@ -23,7 +23,8 @@ step "Debian packages: the real node's runtime, image tools, Redis, Prometheus (
 hack/install-debian-packages.sh
 
 step "building the local cluster's binaries and the images in the background (log: $BUILD_LOG)"
-(nice -n 10 e2e/cluster/build.sh && nice -n 10 e2e/images/build.sh all) >>"$BUILD_LOG" 2>&1 &
+(nice -n 10 e2e/cluster/build.sh && nice -n 10 e2e/metrics/build.sh && nice -n 10 e2e/images/build.sh all) \
+  >>"$BUILD_LOG" 2>&1 &
 build_pid=$!
 
 step "lint: ruff, ruff format, mypy --strict"

@@ -2,8 +2,10 @@
 with exactly the chart's RBAC (a kubeconfig holding a token of the chart's ServiceAccount), so a missing
 permission fails a test.
 
-The chart's operator pod itself runs under kwok (no container): it proves the pod passes Pod Security
-`restricted` admission. The real operator process runs locally with the ServiceAccount's identity.
+The chart's operator pods themselves run under kwok (no container; placed there with the chart's nodeSelector and
+tolerations values, away from the cluster's real node): they prove the pods pass Pod Security `restricted`
+admission. The real operator process runs locally with the ServiceAccount's identity (the real-pod suite runs
+the chart's operator from its image).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from conftest import Kubectl
 from operator_process import OperatorProcess, Volumes, condition, load_sample, wait_for_condition
 
 pytestmark = pytest.mark.cluster
+
+# The chart's own placement values put its operator pods on kwok's nodes (kwok plays them Ready).
+KWOK_PLACEMENT = (
+    "--set", "nodeSelector.type=kwok",
+    "--set-json", 'tolerations=[{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]',
+)  # fmt: skip
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "gpt-oss-operator"
@@ -167,16 +175,18 @@ def test_install_upgrade_uninstall_with_cluster_wide_rbac(
     helm: Helm, kubectl: Kubectl, namespace: str, release: str, crd_adoptable: None, tmp_path: Path, kubeconfig: Path
 ) -> None:
     adopt_crd(kubectl, release, namespace)
-    helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "180s")
+    helm("install", release, str(CHART), "--namespace", namespace, *KWOK_PLACEMENT, "--wait", "--timeout", "180s")
     fullname = f"{release}-gpt-oss-operator"
     deployment = kubectl.json("get", "deployment", fullname, "--namespace", namespace)
-    assert deployment["status"].get("availableReplicas") == 1  # its pod passed Pod Security "restricted"
+    # Both replicas (a leader and a standby, by default) passed Pod Security "restricted".
+    assert deployment["status"].get("availableReplicas") == 2
     crd = kubectl.json("get", "crd", CRD_NAME)
     assert crd["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"  # templates/crd.yaml adopted it
 
     run_sample_with_chart_rbac(kubectl, namespace, fullname, [], tmp_path, kubeconfig)
 
-    helm("upgrade", release, str(CHART), "--namespace", namespace, "--set", "operator.logLevel=DEBUG", "--wait")
+    helm("upgrade", release, str(CHART), "--namespace", namespace, *KWOK_PLACEMENT, "--set", "operator.logLevel=DEBUG",
+         "--wait")  # fmt: skip
     container = kubectl.json("get", "deployment", fullname, "--namespace", namespace)["spec"]["template"]["spec"][
         "containers"
     ][0]
@@ -195,12 +205,13 @@ def test_namespaced_rbac_is_enough_for_a_namespaced_operator(
     helm: Helm, kubectl: Kubectl, namespace: str, release: str, crd_adoptable: None, tmp_path: Path, kubeconfig: Path
 ) -> None:
     helm(
-        "install", release, str(CHART), "--namespace", namespace,
+        "install", release, str(CHART), "--namespace", namespace, *KWOK_PLACEMENT,
         "--set", "crds.enabled=false", "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s",
     )  # fmt: skip
     fullname = f"{release}-gpt-oss-operator"
     roles = kubectl.json("get", "roles", "--namespace", namespace, "-l", f"app.kubernetes.io/instance={release}")
-    assert [r["metadata"]["name"] for r in roles["items"]] == [fullname]
+    # The watched namespace's Role, and the leader-election Lease's.
+    assert sorted(r["metadata"]["name"] for r in roles["items"]) == [fullname, f"{fullname}-leader-election"]
     account = f"system:serviceaccount:{namespace}:{fullname}"
     can_cluster_wide = kubectl.run(
         "auth", "can-i", "list", "gptossdeployments", "--all-namespaces", "--as", account, check=False

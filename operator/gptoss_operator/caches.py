@@ -168,8 +168,10 @@ class Reflector:
         while not self._stopping.is_set():
             try:
                 version = self._list()
-                delay = RELIST_DELAY_SECONDS
                 self._watch(version)
+                # Only a watch that ran to its end shows a healthy connection: a LIST that works followed by a
+                # WATCH that is refused at once (a missing verb, say) must back off, not retry every second.
+                delay = RELIST_DELAY_SECONDS
             except ApiError as error:
                 if self._stopping.is_set():
                     return

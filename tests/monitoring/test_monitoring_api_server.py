@@ -38,6 +38,14 @@ def _cached(pattern: str) -> Path:
     return Path(found[-1])
 
 
+LOOPBACK_KWOKCTL_CONFIG = """\
+kind: KwokctlConfiguration
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+options:
+  bindAddress: 127.0.0.1
+"""
+
+
 class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.name = f"gptoss-monitoring-{uuid.uuid4().hex[:6]}"
@@ -47,10 +55,14 @@ class Cluster:
         kube = _cached("bin/kubernetes-*")
         etcd = _cached("bin/etcd-*")
         kwok = _cached("bin/kwok-*")
+        # A control plane of its own, on loopback only (the local cluster's kwokctl.yaml is a template for
+        # that cluster, with its real node's addresses).
+        config = workdir / "kwokctl.yaml"
+        config.write_text(LOOPBACK_KWOKCTL_CONFIG)
         self._run(
             str(self.kwokctl),
             "--config",
-            str(REPO_ROOT / "e2e" / "cluster" / "kwokctl.yaml"),
+            str(config),
             "create",
             "cluster",
             f"--name={self.name}",

@@ -64,7 +64,7 @@ RBAC rules for GptOssDeployments and their children, shared by the ClusterRole (
 per-namespace Roles (watchNamespaces). Exactly the verbs the operator uses:
 - gptossdeployments: get (fresh read per reconcile), list/watch (Kopf), patch (Kopf's annotations);
   status: patch; scale: get/patch (the autoscaler);
-- children: list (prune, observe) and watch (Kopf re-triggers on change) for the kinds it watches,
+- children: list and watch (the operator's watch-fed caches of its children, every kind it manages),
   create+patch (server-side apply creates or updates), delete (prune);
 - events: create (and patch, for aggregation by the server).
 Nodes and pods are read cluster-wide (rbac.yaml): free GPUs count every tenant's pods.
@@ -96,13 +96,13 @@ Nodes and pods are read cluster-wide (rbac.yaml): free GPUs count every tenant's
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -235,7 +235,13 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     ),
     _update("cache-size-shrunk", "spec.weights.cache.size", _cache(size="100Gi"), _cache(size="99Gi")),
     _update("cache-size-below-default", "spec.weights.cache.size", {}, _cache(size="20Gi")),
-    _update("cache-size-left-out-after-growing", "spec.weights.cache.size", _cache(size="1Ti"), {}),
+    # `weights` without `cache` (kubectl sends an empty `weights: {}` as null, which is another error).
+    _update(
+        "cache-size-left-out-after-growing",
+        "spec.weights.cache.size",
+        _cache(size="1Ti"),
+        {"huggingFace": {"revision": "main"}},
+    ),
 )
 
 

@@ -216,7 +216,7 @@ def install(kubectl: Kubectl, modes: list[str]) -> None:
     _run([helm, "--kubeconfig", str(KUBECONFIG), "upgrade", "--install", RELEASE, str(realpods.CHART),
           "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=5m", *values], "helm install")  # fmt: skip
     if "hpa" in modes:
-        _metrics_pipeline().ensure_up()
+        realpods.metrics_pipeline().ensure_up()
 
 
 def uninstall(kubectl: Kubectl) -> None:
@@ -229,18 +229,6 @@ def uninstall(kubectl: Kubectl) -> None:
         check=False,
     )
     kubectl.run("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
-
-
-def _metrics_pipeline() -> Any:
-    """e2e/metrics/pipeline.py: the custom metrics API (Prometheus + Prometheus Adapter with the chart's rules)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gptoss_metrics_pipeline", REPO / "e2e" / "metrics" / "pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _helm() -> str:

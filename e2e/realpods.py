@@ -323,5 +323,23 @@ def real_node_names(nodes: dict[str, Any]) -> set[str]:
     }
 
 
+def load_module(path: Path, name: str) -> Any:
+    """A module of a folder of scripts (e2e/metrics, bench) loaded by path, registered under `name`."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def metrics_pipeline() -> Any:
+    """e2e/metrics/pipeline.py: the custom metrics API (Prometheus + Prometheus Adapter with the chart's rules)."""
+    return load_module(REPO / "e2e" / "metrics" / "pipeline.py", "gptoss_metrics_pipeline")
+
+
 def to_yaml(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)

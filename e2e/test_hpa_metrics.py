@@ -12,13 +12,11 @@ subresource; the metrics path is the same).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 import pytest
@@ -66,16 +64,6 @@ class Metrics(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), Metrics).serve_forever()
 """
-
-
-def _load_pipeline() -> ModuleType:
-    """e2e/metrics/pipeline.py (a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("gptoss_metrics_pipeline", REPO / "e2e" / "metrics" / "pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -163,7 +151,7 @@ def stand_in(kubectl: Kubectl) -> Iterator[Kubectl]:
     if not kubectl.json("get", "nodes", "-l", f"{realpods.REAL_NODE_LABEL}=true")["items"]:
         pytest.fail("the cluster has no real node (label gptoss.dev/real-node=true): e2e/cluster/up.sh starts it")
     images = realpods.ensure_images(lambda argv, what: _run(list(argv), what))
-    pipeline = _load_pipeline()
+    pipeline = realpods.metrics_pipeline()
     pipeline.ensure_up()
     ns = kubectl.in_namespace(NAMESPACE)
     try:

@@ -10,13 +10,12 @@ HPA controller. The benchmark prints the figures; this test asserts only the beh
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import realpods
 from conftest import Kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
@@ -25,11 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_autoscale_real", REPO / "bench" / "autoscale_real.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module: ModuleType = realpods.load_module(REPO / "bench" / "autoscale_real.py", "bench_autoscale_real")
     return module
 
 

@@ -69,6 +69,11 @@ apply_cluster_objects() {
     kctl wait --for=delete "namespace/$METRICS_NAMESPACE" --timeout="${READY_TIMEOUT_S}s" >/dev/null ||
       die "namespace $METRICS_NAMESPACE is still terminating after ${READY_TIMEOUT_S}s"
   fi
+  # A namespace made anew means new ServiceAccounts: tokens of the old ones may still pass `auth whoami` for a
+  # few seconds (the API server caches token reviews), then fail the adapter's start. Issue fresh ones.
+  if ! kctl get namespace "$METRICS_NAMESPACE" >/dev/null 2>&1; then
+    rm -f "$CONF_DIR"/*.kubeconfig
+  fi
   # shellcheck disable=SC2016  # envsubst's list of the variables it may replace, literally
   local variables='${METRICS_NAMESPACE} ${ADAPTER_SERVICE} ${ADAPTER_PORT} ${GPTOSS_NODE_IP} ${ADAPTER_CA_BUNDLE}'
   (

@@ -182,7 +182,7 @@ def measure(kubectl: Kubectl, mode: str, args: argparse.Namespace, *, stop_early
         realpods.wait_for(lambda: replicas_of(kubectl, name) >= 1, 900, f"{name} ready", interval_s=2)
         service = kubectl.json("get", "service", name, "--namespace", NAMESPACE)
         url = f"http://{service['spec']['clusterIP']}:{realpods.OPENAI_PORT}"
-        model = _model(url)
+        model = realpods.served_model(url)
         started = time.monotonic()
         with Load(url, model, args.streams, outcome, args.busy_seconds + 30):
             sample_replicas(kubectl, name, outcome, args.busy_seconds, started, lambda r: stop_early and r > 1)
@@ -195,12 +195,6 @@ def measure(kubectl: Kubectl, mode: str, args: argparse.Namespace, *, stop_early
     finally:
         kubectl.run("delete", "gptoss", name, "--namespace", NAMESPACE, "--wait=true", check=False)
     return outcome
-
-
-def _model(url: str) -> str:
-    from openai import OpenAI
-
-    return str(OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=3).models.list().data[0].id)
 
 
 def install(kubectl: Kubectl, modes: list[str]) -> None:

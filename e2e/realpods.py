@@ -303,6 +303,25 @@ def stream_chat(
     return StreamedAnswer("".join(text), "".join(reasoning), first if first is not None else total, total, chunks)
 
 
+def served_model(base_url: str, timeout_s: float = 60) -> str:
+    """The model an OpenAI endpoint serves, once it answers. A Service's ClusterIP refuses connections until
+    kube-proxy has programmed its rules, a moment after the endpoints turn ready: callers wait for that."""
+    from openai import APIConnectionError, OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=30)
+    models: list[str] = []
+
+    def answered() -> bool:
+        try:
+            models.extend(model.id for model in client.models.list().data)
+        except APIConnectionError:
+            return False
+        return bool(models)
+
+    wait_for(answered, timeout_s, f"{base_url} to answer")
+    return models[0]
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 1.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

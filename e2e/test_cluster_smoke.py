@@ -333,10 +333,22 @@ def test_service_dns_name_resolves_and_answers_from_another_pod(
     cluster_ip = kubectl_ns("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
 
     fqdn = f"web.{namespace}.svc.cluster.local"
+    # kube-proxy programs the Service's rules a moment after the endpoint turns ready (until then the
+    # ClusterIP rejects connections), so the client retries refused connections for a bounded time, as
+    # any real client of a freshly created Service must.
     client = (
-        "import socket, urllib.request\n"
+        "import socket, time, urllib.request\n"
         f"print('resolved', socket.gethostbyname('{fqdn}'))\n"
-        "body = urllib.request.urlopen('http://web/', timeout=10).read().decode()\n"  # the search path
+        "deadline = time.monotonic() + 60\n"
+        "while True:\n"
+        "    try:\n"
+        "        body = urllib.request.urlopen('http://web/', timeout=10).read().decode()\n"  # the search path
+        "        break\n"
+        "    except OSError as error:\n"
+        "        if time.monotonic() > deadline:\n"
+        "            raise\n"
+        "        print('retrying after', error, flush=True)\n"
+        "        time.sleep(1)\n"
         "print('answered', 'Directory listing for /' in body)\n"
     )
     logs = _run_to_completion(kubectl_ns, _real_pod("client", python_image, ["python3", "-c", client]))

@@ -170,10 +170,7 @@ def counter_total(metrics: str, name: str) -> float:
 
 
 def served_model(real: RealCluster, name: str) -> str:
-    from openai import OpenAI
-
-    client = OpenAI(base_url=f"{service_url(real, name)}/v1", api_key="unused", max_retries=0, timeout=30)
-    return str(client.models.list().data[0].id)
+    return realpods.served_model(service_url(real, name))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 # kube-scheduler and etcd run as local processes by `kwokctl --runtime binary`, with kwok simulating six
 # nodes (2 x 8-GPU H100, 2 x 1-GPU H100, 2 CPU-only; see nodes.yaml), and one real node that runs
 # containers (node.sh: kubelet, containerd, CNI, kube-proxy, CoreDNS, local-path-provisioner; root only;
-# GPTOSS_REAL_NODE=0 leaves it out). Idempotent: a healthy cluster is reused, a stopped one is restarted,
+# GPTOSS_REAL_NODE=0 leaves it out; GPTOSS_NODE_LATER=1 makes the control plane ready for it but neither
+# builds nor starts it yet: `make test` runs the kwok scenarios while the node's binaries and the images
+# still build, then calls up.sh again to add the node). Idempotent: a healthy cluster is reused, a stopped one is restarted,
 # a broken one is recreated. Prints the kubeconfig path at the end.
 set -euo pipefail
 
@@ -155,8 +157,9 @@ main() {
   mkdir -p "$GPTOSS_CACHE"
   exec 8>"$GPTOSS_CACHE/.cluster-$GPTOSS_CLUSTER_NAME.lock"
   flock 8
-  local components=(kwok kubernetes etcd)
-  [[ "$GPTOSS_REAL_NODE" != 1 ]] || components+=(coredns local-path-provisioner)
+  local components=(kwok kubernetes etcd) node_now=0
+  [[ "$GPTOSS_REAL_NODE" != 1 || "${GPTOSS_NODE_LATER:-0}" == 1 ]] || node_now=1
+  [[ "$node_now" != 1 ]] || components+=(coredns local-path-provisioner)
   "$HERE/build.sh" "${components[@]}"
   if cluster_exists && lacks_real_node_config; then
     log "cluster '$GPTOSS_CLUSTER_NAME' was created without the real node's API server settings; recreating it"
@@ -183,7 +186,8 @@ main() {
     apply_nodes
   fi
   local real_node="no real node (GPTOSS_REAL_NODE=0)"
-  if [[ "$GPTOSS_REAL_NODE" == 1 ]]; then
+  [[ "$GPTOSS_REAL_NODE" != 1 ]] || real_node="the real node left to a later up.sh (GPTOSS_NODE_LATER=1)"
+  if [[ "$node_now" == 1 ]]; then
     "$HERE/node.sh" up
     real_node="the real node $GPTOSS_NODE_NAME"
   fi

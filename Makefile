@@ -41,7 +41,7 @@ crds: venv ## regenerate the CRD (crds/, the chart's files/crds/) from the model
 	$(BIN)/python hack/render-install.py
 
 .PHONY: cluster-binaries e2e-tools
-cluster-binaries: ## build the local control plane + helm from Go modules (cached per version; cold: 25-45 min)
+cluster-binaries: ## build the local control plane + helm from Go modules (cached per version; cold: 20-25 min on 2 cores)
 	e2e/cluster/build.sh
 
 cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig

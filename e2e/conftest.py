@@ -36,7 +36,7 @@ CLUSTER_DIR = REPO_ROOT / "e2e" / "cluster"
 CACHE_DIR = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
 DEFAULT_KUBECONFIG = CACHE_DIR / "kubeconfig"
 E2E_NAMESPACE_LABEL = "gptoss.dev/e2e"
-# Cached binaries up.sh needs; a cold build takes 25-45 minutes, too long for a test's setup.
+# Cached binaries up.sh needs; a cold build takes about 20 minutes, too long for a test's setup.
 _CLUSTER_BINARIES = ("kwok", "kubernetes", "etcd")
 
 Manifest = Mapping[str, Any] | list[Mapping[str, Any]] | str
@@ -208,7 +208,7 @@ def _start_local_cluster() -> None:
     if missing:
         pytest.fail(
             f"the local control plane is not built ({', '.join(missing)} missing under ~/.cache/gpt-oss-operator/bin):"
-            " run `make cluster-up` first (a cold build takes 25-45 minutes), or set GPTOSS_E2E=0 to skip"
+            " run `make cluster-up` first (a cold build takes about 20 minutes), or set GPTOSS_E2E=0 to skip"
         )
     # The first start of the real node imports the images into its containerd: minutes, not seconds.
     result = subprocess.run([str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, timeout=900, check=False)

@@ -191,6 +191,7 @@ class Operator:
     lease: str
     resync_seconds: float
     log_path: Path
+    run: str = ""  # this run's id: the weights download pods go to this run's simulated nodes too
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -213,6 +214,12 @@ class Operator:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.run:
+            # Not on the real node: a real kubelet would try to pull the fetcher image, and the weights status
+            # would follow its retries (ErrImagePull, ImagePullBackOff ...) with a write at every turn.
+            toleration = {"key": BENCH_TAINT, "operator": "Equal", "value": self.run, "effect": "NoSchedule"}
+            env["GPTOSS_FETCH_NODE_SELECTOR"] = json.dumps({BENCH_TAINT: self.run})
+            env["GPTOSS_FETCH_TOLERATIONS"] = json.dumps([toleration, {"key": "nvidia.com/gpu", "operator": "Exists"}])
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gptoss_operator.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -262,6 +269,27 @@ class Operator:
                 self.kill()
 
 
+def start_profiler(
+    out_dir: str | None, operators: list[Operator], namespace: str, lease: str
+) -> subprocess.Popen[bytes] | None:
+    """py-spy (installed by hand: not a project dependency) sampling the leader while CRs are created."""
+    if not out_dir:
+        return None
+    leader = next(o for o in operators if o.identity == leader_identity(namespace, lease))
+    output = Path(out_dir) / "leader.collapsed"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).parent / "py-spy"
+    command = [str(py_spy), "record", "--pid", str(leader.pid), "--format", "raw", "--threads", "-o", str(output)]
+    say(f"profiling the leader (pid {leader.pid}) into {output}")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        profiler.wait(30)
+
+
 def leader_identity(namespace: str, lease: str) -> str:
     out = kubectl("get", "lease", lease, "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}", check=False)
     return out.strip()
@@ -275,6 +303,7 @@ class StatusWatcher:
         self.kube = kube
         self.namespace = namespace
         self.done: dict[str, float] = {}
+        self.seen: dict[str, float] = {}  # when this watch first saw the CR (the API server's own delivery delay)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -298,6 +327,7 @@ class StatusWatcher:
 
     def _observe(self, cr: dict[str, Any]) -> None:
         name = str((cr.get("metadata") or {}).get("name"))
+        self.seen.setdefault(name, time.monotonic())
         if name in self.done:
             return
         for cond in (cr.get("status") or {}).get("conditions") or []:
@@ -346,22 +376,50 @@ def cluster_objects(run: str, args: argparse.Namespace) -> Iterator[tuple[str, s
             kubectl("delete", "nodes", "-l", f"{BENCH_TAINT}={run}", "--wait=false", check=False)
 
 
-def create_noise(run: str, noise: str, pods: int) -> None:
+def create_noise(run: str, noise: str, pods: int, timeout_s: float) -> None:
+    """Unrelated pods, all running before the measurement starts (the fleet's steady background)."""
     per_deployment = 100
     count = max(1, (pods + per_deployment - 1) // per_deployment)
     apply_documents([noise_deployment(run, noise, i, per_deployment) for i in range(count)])
 
+    def running() -> bool:
+        out = kubectl("get", "pods", "-n", noise, "--field-selector=status.phase=Running", "-o", "name", check=False)
+        return len(out.split()) >= count * per_deployment
 
-def create_crs(kube: Any, run: str, namespace: str, args: argparse.Namespace, started: dict[str, float]) -> None:
+    wait_until(running, timeout_s, f"{count * per_deployment} unrelated pods running", 2.0)
+
+
+def create_crs(
+    kube: Any, run: str, namespace: str, args: argparse.Namespace, started: dict[str, float], created: dict[str, float]
+) -> None:
+    """Create the CRs at `args.rate` a second (on a schedule: a slow create does not slow the rate down)."""
     from gptoss_operator.kube import GPTOSS
 
     interval = 1.0 / args.rate
+    begin = time.monotonic()
     for index in range(args.crs):
         name = f"model-{index}"
         body = deployment_cr(run, namespace, name, args.replicas)
+        time.sleep(max(0.0, begin + index * interval - time.monotonic()))
         started[name] = time.monotonic()
         kube.request("create", "POST", GPTOSS.path(namespace), body=body)
-        time.sleep(interval)
+        created[name] = time.monotonic()
+
+
+def stage_summary(started: dict[str, float], created: dict[str, float], watcher: StatusWatcher) -> str:
+    """p50s of the stages: the create call, the API server's watch delivery, and the operator's part after it."""
+
+    def p50(values: list[float]) -> float:
+        return percentile(values, 0.5)
+
+    names = [n for n in started if n in watcher.done]
+    create = [1000 * (created[n] - started[n]) for n in names]
+    delivery = [1000 * (watcher.seen.get(n, created[n]) - started[n]) for n in names]
+    after = [1000 * (watcher.done[n] - watcher.seen.get(n, created[n])) for n in names]
+    return (
+        f"stages (p50): create call {p50(create):.0f} ms, watch delivery (from create) {p50(delivery):.0f} ms, "
+        f"from delivery to children applied {p50(after):.0f} ms"
+    )
 
 
 def steady_state(leader: Operator, window_s: float) -> tuple[float, float, float, float]:
@@ -417,10 +475,12 @@ def run_bench(args: argparse.Namespace) -> Figures:
         f"logs in {logs}"
     )
     with cluster_objects(run, args) as (namespace, noise):
-        create_noise(run, noise, args.noise_pods)
+        create_noise(run, noise, args.noise_pods, args.timeout)
         lease = f"bench-{run}-leader"
         operators = [
-            Operator(f"bench-{run}-{which}", namespace, lease, args.resync_seconds, logs / f"operator-{which}.log")
+            Operator(
+                f"bench-{run}-{which}", namespace, lease, args.resync_seconds, logs / f"operator-{which}.log", run=run
+            )
             for which in ("a", "b")
         ]
         try:
@@ -432,13 +492,17 @@ def run_bench(args: argparse.Namespace) -> Figures:
             warm_up = f"warm-up-{run}"  # the leader has started (caches synced) once it reconciled this one
             kube.request("create", "POST", GPTOSS.path(namespace), body=deployment_cr(run, namespace, warm_up, 1))
             wait_until(lambda: warm_up in watcher.done, 120, "the leader's first reconcile", 0.2)
+            profiler = start_profiler(getattr(args, "profile", None), operators, namespace, lease)
             started: dict[str, float] = {}
-            create_crs(kube, run, namespace, args, started)
+            created: dict[str, float] = {}
+            create_crs(kube, run, namespace, args, started, created)
             wait_until(
                 lambda: all(name in watcher.done for name in started), args.timeout, "every CR's children applied", 2.0
             )
+            stop_profiler(profiler)
             latencies = [1000 * (watcher.done[name] - started[name]) for name in started]
             say(f"apply-to-children: p50 {percentile(latencies, 0.5):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms")
+            say(stage_summary(started, created, watcher))
             leader = next(o for o in operators if o.identity == leader_identity(namespace, lease))
             time.sleep(args.settle)
             wait_quiet(leader, max(2 * args.resync_seconds, 15.0), args.timeout)
@@ -495,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait before the steady state")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the nodes and namespaces")
+    parser.add_argument("--profile", metavar="DIR", help="sample the leader with py-spy (pip install py-spy) into DIR")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     args = parser.parse_args(argv)
     figures = run_bench(args)

@@ -52,6 +52,7 @@ class RealPodsError(RuntimeError):
 class Images:
     runtime_cpu: str
     operator: str
+    fetcher: str  # the slim weights fetcher the operator runs for every download
 
     def split(self, ref: str) -> tuple[str, str]:
         repository, _, tag = ref.rpartition(":")
@@ -70,10 +71,10 @@ def ensure_images(run: Callable[[Sequence[str], str], None]) -> Images:
     run([str(IMAGES_SCRIPT), "all"], "building the images (e2e/images/build.sh all)")
     run([str(IMAGES_SCRIPT), "load", "--address", CONTAINERD_ADDRESS], "importing the images into the node")
     refs = read_refs()
-    missing = [key for key in ("RUNTIME_CPU_IMAGE", "OPERATOR_IMAGE") if not refs.get(key)]
+    missing = [key for key in ("RUNTIME_CPU_IMAGE", "OPERATOR_IMAGE", "FETCHER_IMAGE") if not refs.get(key)]
     if missing:
         raise RealPodsError(f"{REFS_FILE} lacks {', '.join(missing)} after e2e/images/build.sh all")
-    return Images(runtime_cpu=refs["RUNTIME_CPU_IMAGE"], operator=refs["OPERATOR_IMAGE"])
+    return Images(runtime_cpu=refs["RUNTIME_CPU_IMAGE"], operator=refs["OPERATOR_IMAGE"], fetcher=refs["FETCHER_IMAGE"])
 
 
 # ------------------------------------------------------------------------------------------------ mirror
@@ -173,6 +174,8 @@ def operator_values(images: Images, watch_namespaces: Sequence[str]) -> list[str
         "image.pullPolicy=IfNotPresent",
         "--set",
         f"operator.defaultImage={images.runtime_cpu}",
+        "--set",
+        f"operator.fetcherImage={images.fetcher}",
         "--set",
         "operator.cpuStandIn.enabled=true",
         "--set",

@@ -191,7 +191,8 @@ def test_gpu_and_cache_specs_next_to_the_rules_are_admitted(admission_ns: Kubect
 
 def test_the_cache_grows_but_its_immutable_fields_hold(admission_ns: Kubectl) -> None:
     def with_cache(**cache: Any) -> dict[str, Any]:
-        return custom_resource("cache-transitions", weights={"cache": cache})
+        # A shared claim (accessMode set): its access mode is what a PersistentVolumeClaim cannot change.
+        return custom_resource("cache-transitions", weights={"cache": {"accessMode": "ReadWriteMany", **cache}})
 
     _server_side_apply(admission_ns, with_cache(size="100Gi", storageClassName="standard"))
     _server_side_apply(admission_ns, with_cache(size="150Gi", storageClassName="standard"))  # grows
@@ -218,3 +219,16 @@ def test_scaling_a_single_node_cache_past_one_replica_is_refused(admission_ns: K
     assert result.returncode != 0, result.stdout
     assert "spec.replicas" in result.stderr and "ReadWriteMany" in result.stderr, result.stderr
     assert admission_ns.json("get", "gptoss", "rwo-scale")["spec"]["replicas"] == 1
+
+
+def test_the_default_cache_scales_past_one_replica_and_may_become_a_shared_claim(admission_ns: Kubectl) -> None:
+    """Without accessMode each replica has a volume of its own (docs/storage.md): nothing limits replicas, and
+    choosing a shared claim later makes a new claim, so it is allowed."""
+    _server_side_apply(admission_ns, custom_resource("per-replica"))
+
+    admission_ns.run("scale", "gptoss/per-replica", "--replicas=3")
+    shared = custom_resource("per-replica", replicas=3, weights={"cache": {"accessMode": "ReadWriteMany"}})
+    _server_side_apply(admission_ns, shared)
+
+    cache = admission_ns.json("get", "gptoss", "per-replica")["spec"]["weights"]["cache"]
+    assert cache["accessMode"] == "ReadWriteMany"

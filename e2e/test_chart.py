@@ -217,9 +217,14 @@ def test_namespaced_rbac_is_enough_for_a_namespaced_operator(
         "auth", "can-i", "list", "gptossdeployments", "--all-namespaces", "--as", account, check=False
     )
     assert can_cluster_wide.stdout.strip() == "no"
-    cannot_secrets = kubectl.run(
-        "auth", "can-i", "get", "secrets", "--namespace", namespace, "--as", account, check=False
-    )
-    assert cannot_secrets.stdout.strip() == "no"
+    # A token Secret's mark is read by GET (metadata only, docs/security.md); Secrets are never listed or watched.
+    for verb, expected in (("get", "yes"), ("list", "no"), ("watch", "no")):
+        answer = kubectl.run("auth", "can-i", verb, "secrets", "--namespace", namespace, "--as", account, check=False)
+        assert answer.stdout.strip() == expected, verb
+    finalizers = kubectl.run(
+        "auth", "can-i", "update", "gptossdeployments", "--subresource=finalizers", "--namespace", namespace,
+        "--as", account, check=False,
+    )  # fmt: skip
+    assert finalizers.stdout.strip() == "yes"  # blockOwnerDeletion on its children
 
     run_sample_with_chart_rbac(kubectl, namespace, fullname, [namespace], tmp_path, kubeconfig)

@@ -119,7 +119,7 @@ def test_samples_become_ready_on_nodes_with_enough_gpus(
         cr = wait_for_condition(kubectl_ns, name, "Ready", "True", volumes=volumes, operator=operator)
         assert cr["status"]["phase"] == "Ready"
         assert cr["status"]["readyReplicas"] == cr["spec"]["replicas"]
-        assert cr["status"]["endpoints"]["http"].startswith(f"http://{name}.")
+        assert cr["status"]["endpoints"]["openai"].startswith(f"http://{name}.")
 
     nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
     used: dict[str, int] = {}
@@ -165,7 +165,8 @@ def test_deleted_child_is_recreated(kubectl_ns: Kubectl, operator: OperatorProce
     wait_for_condition(kubectl_ns, "gpt-oss-20b", "Ready", "True", volumes=volumes, operator=operator)
     before = {f"{c['kind']}/{c['metadata']['name']}": c["metadata"]["uid"] for c in children(kubectl_ns, "gpt-oss-20b")}
 
-    kubectl_ns("delete", "deployment/gpt-oss-20b", "service/gpt-oss-20b", "configmap/gpt-oss-20b-plan", "--wait=true")
+    plan_config_map = next(name for name in before if name.startswith("ConfigMap/gpt-oss-20b-plan-")).lower()
+    kubectl_ns("delete", "deployment/gpt-oss-20b", "service/gpt-oss-20b", plan_config_map, "--wait=true")
 
     def recreated() -> bool:
         now = {

@@ -288,6 +288,12 @@ def test_scaled_to_two_both_real_pods_serve_through_the_service(real: RealCluste
     wait_ready(real, name, replicas=2)
     pods = server_pods(real.ns, name)
     assert len(pods) == 2
+    assert_every_pod_serves(real, name, pods)
+    real.ns("delete", "gptoss", name, "--wait=false")
+
+
+def assert_every_pod_serves(real: RealCluster, name: str, pods: list[dict[str, Any]]) -> None:
+    """Chat requests through the Service until each pod's success counter moved (bounded in count and time)."""
     before = {p["metadata"]["name"]: counter_total(metrics_of(real, p), "nv_inference_request_success") for p in pods}
     from openai import OpenAI
 
@@ -309,6 +315,33 @@ def test_scaled_to_two_both_real_pods_serve_through_the_service(real: RealCluste
             if counter_total(metrics_of(real, pod), "nv_inference_request_success") > before[pod["metadata"]["name"]]:
                 served.add(pod["metadata"]["name"])
     assert served == set(before), f"after {requests} requests only {served} of {set(before)} served"
+
+
+def test_the_default_cache_scales_to_two_pods_that_each_download_and_serve(real: RealCluster) -> None:
+    """The default weights cache, a volume per replica (docs/storage.md), on the real node, whose only
+    StorageClass (local-path) is ReadWriteOnce: each pod's fetcher fills its own claim, and both serve."""
+    name = "per-replica"
+    cr = sample_20b(name)
+    del cr["spec"]["weights"]["cache"]["accessMode"]  # the sample asks for a shared claim; the default does not
+    real.ns.apply(cr)
+    wait_ready(real, name)
+    real.ns("scale", f"gptoss/{name}", "--replicas=2")
+    wait_ready(real, name, replicas=2)
+    pods = server_pods(real.ns, name)
+    assert len(pods) == 2
+    claims = {c["metadata"]["name"]: c for c in real.ns.json("get", "persistentvolumeclaims")["items"]}
+    assert f"{name}-weights" not in claims  # no shared claim...
+    assert real.ns.json("get", "jobs", "-l", f"{OWNER_LABEL}={name}")["items"] == []  # ...and no download Job
+    for pod in pods:
+        claim = claims[f"{pod['metadata']['name']}-weights"]
+        assert claim["status"]["phase"] == "Bound", claim["status"]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert [owner["kind"] for owner in claim["metadata"]["ownerReferences"]] == ["Pod"]
+        (fetch,) = pod["spec"]["initContainers"]
+        assert fetch["image"] == real.images.fetcher, fetch["image"]
+        (fetched,) = pod["status"]["initContainerStatuses"]
+        assert fetched["state"]["terminated"]["exitCode"] == 0, fetched
+    assert_every_pod_serves(real, name, pods)
     real.ns("delete", "gptoss", name, "--wait=false")
 
 

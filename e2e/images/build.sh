@@ -5,12 +5,14 @@
 # inputs did not change is never rebuilt.
 #
 # Usage:
-#   e2e/images/build.sh [pause|base|runtime-cpu|operator|all]...     (default: all)
+#   e2e/images/build.sh [pause|base|runtime-cpu|operator|fetcher|all]...     (default: all)
 #       Builds what is missing, then writes ~/.cache/gpt-oss-operator/images/refs.env (merged, so a
 #       partial build keeps the other lines):
 #         PAUSE_IMAGE=localhost/gpt-oss-operator/pause:<hash12>          PAUSE_ARCHIVE=<path>.docker.tar
 #         RUNTIME_CPU_IMAGE=localhost/gpt-oss-operator/runtime:cpu-<hash12>  RUNTIME_CPU_ARCHIVE=...
 #         OPERATOR_IMAGE=localhost/gpt-oss-operator/operator:<hash12>    OPERATOR_ARCHIVE=...
+#         FETCHER_IMAGE=localhost/gpt-oss-operator/fetcher:<hash12>      FETCHER_ARCHIVE=...
+#       (the slim weights fetcher: runtime/Dockerfile.fetcher)
 #         BASE_IMAGE=localhost/gpt-oss-operator/debian-base:bookworm-<hash12>  BASE_ARCHIVE=...
 #       (the Debian base the others start from: minbase + python3; root, /bin/sh; for helper pods)
 #       Refs are never `:latest`, so `imagePullPolicy: IfNotPresent` uses the loaded image without a registry.

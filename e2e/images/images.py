@@ -9,6 +9,7 @@ Images (all refs are `localhost/gpt-oss-operator/<name>:<tag>-<hash12>`, never `
   base         the Debian root filesystem the others start from (also for helper pods that need /bin/sh)
   runtime-cpu  runtime/Dockerfile with VARIANT=cpu: the inference pod on CPU (Triton from nvidia-pytriton)
   operator     operator/Dockerfile: `gptoss-operator run`
+  fetcher      runtime/Dockerfile.fetcher: `gptoss-runtime fetch` with huggingface_hub only (weights downloads)
 
 The CPU images start from a Debian bookworm root filesystem made by mmdebstrap (cached as a tarball keyed
 by suite + package list). Python packages come from a host-side wheelhouse (keyed by pyproject.toml and
@@ -123,7 +124,8 @@ PAUSE = ImageTarget("pause", "PAUSE", "pause", "")
 BASE = ImageTarget("base", "BASE", "debian-base", f"{DEBIAN_SUITE}-")
 RUNTIME_CPU = ImageTarget("runtime-cpu", "RUNTIME_CPU", "runtime", "cpu-")
 OPERATOR = ImageTarget("operator", "OPERATOR", "operator", "")
-TARGETS: dict[str, ImageTarget] = {target.name: target for target in (PAUSE, BASE, RUNTIME_CPU, OPERATOR)}
+FETCHER = ImageTarget("fetcher", "FETCHER", "fetcher", "")
+TARGETS: dict[str, ImageTarget] = {target.name: target for target in (PAUSE, BASE, RUNTIME_CPU, OPERATOR, FETCHER)}
 
 
 # --- content hashes (pure: inputs in, hex digest out) -----------------------------------------------
@@ -509,11 +511,16 @@ def build_operator(paths: Paths) -> tuple[str, Path]:
     return build_project_image(paths, OPERATOR, "operator/Dockerfile", "PYTHON_IMAGE", {})
 
 
+def build_fetcher(paths: Paths) -> tuple[str, Path]:
+    return build_project_image(paths, FETCHER, "runtime/Dockerfile.fetcher", "BASE_IMAGE", {})
+
+
 BUILDERS = {
     PAUSE.name: build_pause,
     BASE.name: build_base_image,
     RUNTIME_CPU.name: build_runtime_cpu,
     OPERATOR.name: build_operator,
+    FETCHER.name: build_fetcher,
 }
 
 
@@ -615,7 +622,8 @@ def load(paths: Paths, address: str, namespace: str) -> None:
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="e2e/images/build.sh", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("what", nargs="*", default=["all"], help="pause | base | runtime-cpu | operator | all | load")
+    targets = " | ".join([*TARGETS, "all", "load"])
+    parser.add_argument("what", nargs="*", default=["all"], help=targets)
     parser.add_argument("--address", default="/run/gptoss/containerd/containerd.sock", help="load: containerd socket")
     parser.add_argument("--namespace", default="k8s.io", help="load: containerd namespace (the CRI's is k8s.io)")
     return parser.parse_args(argv)

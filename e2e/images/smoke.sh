@@ -5,6 +5,7 @@
 #   runtime-cpu:  `gptoss-runtime --help`; make-tiny-checkpoint + serve --engine reference until
 #                 /v2/health/ready answers 200; a chat completion through `gptoss-runtime gateway`
 #   operator:     `gptoss-operator --help`
+#   fetcher:      `gptoss-runtime fetch --help`, and the download code imports (no server stack in it)
 # Each container has its own network namespace (loopback only), so no port of this machine is used.
 #
 # Usage: e2e/images/smoke.sh [--address SOCKET]
@@ -94,6 +95,10 @@ log "pause stops on SIGTERM"
 
 log "operator: $OPERATOR_IMAGE"
 restricted --rm smoke-operator "$OPERATOR_IMAGE" gptoss-operator --help | head -3
+
+log "fetcher: ${FETCHER_IMAGE:?refs.env has no FETCHER_IMAGE: run e2e/images/build.sh all}"
+restricted --rm smoke-fetcher-help "$FETCHER_IMAGE" gptoss-runtime fetch --help | head -1
+restricted --rm smoke-fetcher-import "$FETCHER_IMAGE" python -c 'import gptoss_runtime.fetch'
 
 log "runtime-cpu: $RUNTIME_CPU_IMAGE"
 restricted --rm smoke-runtime-help "$RUNTIME_CPU_IMAGE" gptoss-runtime --help | head -3

@@ -124,13 +124,16 @@ CEL_MIG_ONE_SLICE: JsonDict = {
 CEL_CACHE_NOT_READ_ONLY: JsonDict = {
     "rule": "!has(self.accessMode) || self.accessMode != 'ReadOnlyMany'",
     "message": (
-        "weights.cache.accessMode: the operator downloads into the cache, which ReadOnlyMany forbids; use "
-        "ReadWriteMany, ReadWriteOnce for one replica, or serve a volume you filled with weights.existingClaim"
+        "weights.cache.accessMode: the operator downloads into the cache, which ReadOnlyMany forbids; leave it "
+        "out (a volume per replica), use ReadWriteMany (one shared volume), ReadWriteOnce for one replica, or "
+        "serve a volume you filled with weights.existingClaim"
     ),
     "fieldPath": ".accessMode",
     "reason": "FieldValueForbidden",
 }
-DEFAULT_CACHE_ACCESS_MODE: Final = "ReadWriteMany"
+# Without weights.cache.accessMode each replica gets its own volume (docs/storage.md): the access mode of
+# those per-pod claims, which every StorageClass offers.
+PER_REPLICA_ACCESS_MODE: Final = "ReadWriteOnce"
 SINGLE_NODE_ACCESS_MODES: Final = ("ReadWriteOnce", "ReadWriteOncePod")
 
 
@@ -158,7 +161,7 @@ def _cel_unchanged_cache_field(field: str, default: str) -> str:
     return f"{_cel_serves_existing_claim('oldSelf')} || {_cel_serves_existing_claim('self')} || {new} == {old}"
 
 
-_CEL_ACCESS_MODE = _cel_cache_field("self", "accessMode", f"'{DEFAULT_CACHE_ACCESS_MODE}'")
+_CEL_ACCESS_MODE = _cel_cache_field("self", "accessMode", "''")
 CEL_SINGLE_NODE_CACHE_ONE_REPLICA: JsonDict = {
     "rule": (
         f"{_cel_serves_existing_claim('self')} || !({_CEL_ACCESS_MODE} in {list(SINGLE_NODE_ACCESS_MODES)}) || "
@@ -167,16 +170,21 @@ CEL_SINGLE_NODE_CACHE_ONE_REPLICA: JsonDict = {
     ),
     "message": (
         "replicas: a ReadWriteOnce or ReadWriteOncePod weights cache attaches to one node, so it serves one "
-        "replica; set replicas (and autoscaling.maxReplicas) to 1, or weights.cache.accessMode to ReadWriteMany"
+        "replica; set replicas (and autoscaling.maxReplicas) to 1, weights.cache.accessMode to ReadWriteMany, "
+        "or leave weights.cache.accessMode out for a volume per replica"
     ),
     "fieldPath": ".replicas",
     "reason": "FieldValueInvalid",
 }
+# Setting or removing the access mode swaps the volumes per replica for a shared claim (or back), which
+# creates a new claim; only a change between two modes would have to change a claim.
+_CEL_OLD_ACCESS_MODE = _cel_cache_field("oldSelf", "accessMode", "''")
+_CEL_ACCESS_MODE_UNCHANGED = _cel_unchanged_cache_field("accessMode", "''")
 CEL_CACHE_ACCESS_MODE_IMMUTABLE: JsonDict = {
-    "rule": _cel_unchanged_cache_field("accessMode", f"'{DEFAULT_CACHE_ACCESS_MODE}'"),
+    "rule": f"{_CEL_OLD_ACCESS_MODE} == '' || {_CEL_ACCESS_MODE} == '' || ({_CEL_ACCESS_MODE_UNCHANGED})",
     "message": (
-        "weights.cache.accessMode: immutable once the cache exists (a PersistentVolumeClaim's access modes "
-        "cannot change); keep it, or create a new GptOssDeployment"
+        "weights.cache.accessMode: immutable once the shared cache exists (a PersistentVolumeClaim's access "
+        "modes cannot change); keep it, remove it (a volume per replica), or create a new GptOssDeployment"
     ),
     "fieldPath": ".weights.cache.accessMode",
     "reason": "FieldValueForbidden",
@@ -402,12 +410,14 @@ class WeightCache(ApiModel):
         pattern=QUANTITY_PATTERN,
         max_length=32,
     )
-    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"] = Field(
-        default=DEFAULT_CACHE_ACCESS_MODE,
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"] | None = Field(
+        default=None,
         description=(
-            "Access mode of the cache. ReadWriteMany lets replicas on many nodes share one download; "
-            "ReadWriteOnce and ReadWriteOncePod serve one replica only. ReadOnlyMany is refused: the operator "
-            "writes the download. Immutable."
+            "Left out (the default): every replica gets its own ReadWriteOnce volume, created with its pod and "
+            "filled by the pod's download init container; works with any StorageClass. Set: one shared "
+            "PersistentVolumeClaim with this access mode, filled once by a download Job. ReadWriteMany lets "
+            "replicas on many nodes share it; ReadWriteOnce and ReadWriteOncePod serve one replica only. "
+            "ReadOnlyMany is refused: the operator writes the download. Cannot change from one mode to another."
         ),
     )
 
@@ -785,6 +795,24 @@ class DisruptionBudgetSpec(ApiModel):
     max_unavailable: int = Field(default=1, description="Replicas a voluntary disruption may take down.", ge=1)
 
 
+# ---------------------------------------------------------------------------------------------- updates
+OperatorUpdates = Literal["Manual", "Automatic"]
+
+
+class UpdatePolicy(ApiModel):
+    """What a new operator version may do to running servers (see docs/upgrades.md)."""
+
+    operator_updates: OperatorUpdates = Field(
+        default="Manual",
+        description=(
+            "Manual: a new operator version (a new default image, new pod template) does not restart running "
+            "pods; the condition UpdateAvailable says what waits, and the annotation gptoss.io/apply-update "
+            "(any new value) applies it once. Automatic: applied as soon as the operator's rollout throttle "
+            "(operator.maxConcurrentRollouts) admits this deployment. Edits of the spec roll the pods either way."
+        ),
+    )
+
+
 # ------------------------------------------------------------------------------------------------- spec
 class GptOssDeploymentSpec(ApiModel):
     """The desired state of a gpt-oss model server."""
@@ -826,6 +854,9 @@ class GptOssDeploymentSpec(ApiModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy of the server containers."
     )
+    update_policy: UpdatePolicy = Field(
+        default_factory=UpdatePolicy, description="Whether operator upgrades may restart the running pods."
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(
         default_factory=list,
         description="Secrets for pulling the image.",
@@ -852,6 +883,17 @@ class GptOssDeploymentSpec(ApiModel):
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.", max_length=253)
     runtime_class_name: str | None = Field(
         default=None, description="RuntimeClass of the pods (e.g. nvidia).", max_length=253
+    )
+    startup_timeout_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=86400,
+        description=(
+            "How long a server may take to load its weights and warm up before the kubelet restarts it (the "
+            "startup probe's budget). Default: the model's weights read at a conservative 50 MiB/s plus 15 "
+            "minutes of engine warm-up (about 20 minutes for gpt-oss-20b, 37 for gpt-oss-120b); raise it for "
+            "slower storage. The Deployment's progress deadline grows with it."
+        ),
     )
     pod_labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on the pods.", max_length=MAX_MAP_ENTRIES
@@ -881,7 +923,7 @@ class GptOssDeploymentSpec(ApiModel):
         return self
 
     def _cache_serves_every_replica(self) -> bool:
-        if not self.fills_cache or self.weights.cache.access_mode not in SINGLE_NODE_ACCESS_MODES:
+        if not self.shares_cache or self.weights.cache.access_mode not in SINGLE_NODE_ACCESS_MODES:
             return True
         most_replicas = max(self.replicas, self.autoscaling.max_replicas if self.autoscaling.enabled else 0)
         return most_replicas <= 1
@@ -890,6 +932,12 @@ class GptOssDeploymentSpec(ApiModel):
     def fills_cache(self) -> bool:
         """The operator downloads the weights into its cache volume (no existing claim)."""
         return self.weights.existing_claim is None
+
+    @property
+    def shares_cache(self) -> bool:
+        """One PersistentVolumeClaim, filled by a Job, serves every replica (weights.cache.accessMode is set);
+        otherwise each replica downloads into a volume of its own."""
+        return self.fills_cache and self.weights.cache.access_mode is not None
 
     @property
     def cache_size(self) -> str:
@@ -973,6 +1021,28 @@ class EngineStatus(ApiModel):
     )
 
 
+class RuntimeStatus(ApiModel):
+    """What the server pods were rendered with, recorded once per CR so that operator upgrades keep it."""
+
+    image: str | None = Field(default=None, description="The server image the pods run.")
+    template_revision: int | None = Field(
+        default=None, description="Revision of the operator's pod template the pods were rendered with."
+    )
+    operator_version: str | None = Field(default=None, description="The operator version that resolved them.")
+    applied_update: str | None = Field(
+        default=None, description="The last gptoss.io/apply-update annotation value that was applied."
+    )
+
+
+class WeightsStatus(ApiModel):
+    """Progress of the weights download, as the fetcher last reported it (present while it runs)."""
+
+    bytes_done: int | None = Field(default=None, description="Bytes downloaded so far.")
+    bytes_total: int | None = Field(default=None, description="Bytes the download needs in all, once known.")
+    bytes_per_second: int | None = Field(default=None, description="Recent download rate.")
+    eta_seconds: int | None = Field(default=None, description="Seconds left at the recent rate.")
+
+
 class GptOssDeploymentStatus(ApiModel):
     """The observed state, written by the operator."""
 
@@ -987,6 +1057,8 @@ class GptOssDeploymentStatus(ApiModel):
     plan: ServingPlan | None = Field(default=None, description="The resolved serving plan.")
     endpoints: Endpoints | None = Field(default=None, description="Where to reach the model.")
     engine: EngineStatus | None = Field(default=None, description="The engine the server pods run.")
+    weights: WeightsStatus | None = Field(default=None, description="Progress of the weights download.")
+    runtime: RuntimeStatus | None = Field(default=None, description="What the server pods were rendered with.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     autoscaling: AutoscalingStatus | None = Field(default=None, description="Autoscaler state.")
 
@@ -1047,7 +1119,7 @@ def _cache_transition_checks(old: GptOssDeploymentSpec, new: GptOssDeploymentSpe
     old_cache, new_cache = old.weights.cache, new.weights.cache
     grows_or_keeps = parse_quantity(new.cache_size) >= parse_quantity(old.cache_size)
     checks: list[tuple[JsonDict, bool, Any]] = [
-        (CEL_CACHE_ACCESS_MODE_IMMUTABLE, new_cache.access_mode == old_cache.access_mode, new_cache.access_mode),
+        (CEL_CACHE_ACCESS_MODE_IMMUTABLE, _access_mode_kept(old_cache, new_cache), new_cache.access_mode),
         (
             CEL_CACHE_STORAGE_CLASS_IMMUTABLE,
             new_cache.storage_class_name == old_cache.storage_class_name,
@@ -1056,6 +1128,11 @@ def _cache_transition_checks(old: GptOssDeploymentSpec, new: GptOssDeploymentSpe
         (CEL_CACHE_SIZE_NO_SHRINK, grows_or_keeps, new.cache_size),
     ]
     return [(rule | {"fieldPath": f".spec{rule['fieldPath']}"}, holds, value) for rule, holds, value in checks]
+
+
+def _access_mode_kept(old: WeightCache, new: WeightCache) -> bool:
+    """A shared claim keeps its access mode; switching to or from volumes per replica makes a new claim."""
+    return old.access_mode is None or new.access_mode is None or new.access_mode == old.access_mode
 
 
 _QUANTITY_SUFFIXES: Final[dict[str, int]] = {

@@ -13,6 +13,7 @@ is shared by reconciles and the autoscaler: both read the same nodes and pods.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gptoss_operator import names
+from gptoss_operator.diagnosis import DEFAULT_CLASS_ANNOTATIONS
 from gptoss_operator.kube import GPTOSS, NODES, PODS, ApiError, Json, Kube, ResourceType, object_key, resource_type
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 Reducer = Callable[[Json], Json]
 OnChange = Callable[[str, Json], None]  # (event type, reduced object)
+
+# StorageClasses say why a weights cache PVC stays Pending (a class that does not exist, no default class).
+STORAGE_CLASSES: Final = ResourceType("storage.k8s.io/v1", "StorageClass", "storageclasses", namespaced=False)
 
 RELIST_DELAY_SECONDS: Final = 1.0
 MAX_RELIST_DELAY_SECONDS: Final = 30.0
@@ -81,6 +86,18 @@ def reduce_node(node: Json) -> Json:
     }
 
 
+def reduce_storage_class(obj: Json) -> Json:
+    """A StorageClass with what status reads: name, the default-class annotation, provisioner, binding mode."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return {
+        "apiVersion": STORAGE_CLASSES.api_version,
+        "kind": STORAGE_CLASSES.kind,
+        "metadata": {"name": meta.get("name"), "annotations": _pick(annotations, DEFAULT_CLASS_ANNOTATIONS)},
+        **_pick(obj, ("provisioner", "volumeBindingMode")),
+    }
+
+
 def _identity(obj: Json) -> Json:
     return obj
 
@@ -90,12 +107,26 @@ def _key_of(obj: Mapping[str, Any]) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name"))
 
 
-class Store:
-    """A thread-safe map (namespace, name) -> object of one resource, as the last list + watch left it."""
+def _version(obj: Mapping[str, Any] | None) -> int | None:
+    """An object's resourceVersion as a number, None when absent or not numeric (then it is never compared)."""
+    value = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
-    def __init__(self) -> None:
+
+class Store:
+    """A thread-safe map (namespace, name) -> object of one resource, as the last list + watch left it.
+
+    `monotonic`: an upsert never replaces an object by an older version of it. The store of the CRs takes the
+    reconcile's own status writes at once (as client-go's mutation cache does), so a reconcile that follows
+    its own write reads what it wrote, not the previous status; a watch event from before that write, still
+    on its way, must not undo it. (etcd's resourceVersions grow; where one is not a number, nothing is
+    compared.)
+    """
+
+    def __init__(self, *, monotonic: bool = False) -> None:
         self._lock = threading.Lock()
         self._objects: dict[Key, Json] = {}
+        self._monotonic = monotonic
 
     def replace(self, objects: Iterable[Json], namespace: str | None = None) -> None:
         """Replace every object (of `namespace` only, when given: one store may be fed per namespace)."""
@@ -106,9 +137,20 @@ class Store:
                 fresh = kept | fresh
             self._objects = fresh
 
-    def upsert(self, obj: Json) -> None:
+    def upsert(self, obj: Json, *, only_if_present: bool = False) -> None:
+        key = _key_of(obj)
         with self._lock:
-            self._objects[_key_of(obj)] = obj
+            if only_if_present and key not in self._objects:
+                return  # deleted meanwhile: an answer to an earlier write must not bring it back
+            if self._monotonic:
+                stored, incoming = _version(self._objects.get(key)), _version(obj)
+                if stored is not None and incoming is not None and incoming < stored:
+                    return
+            self._objects[key] = obj
+
+    def get(self, namespace: str, name: str) -> Json | None:
+        with self._lock:
+            return self._objects.get((namespace, name))
 
     def remove(self, obj: Mapping[str, Any]) -> None:
         with self._lock:
@@ -265,22 +307,36 @@ class ClusterCache:
         namespaces: Iterable[str] = (),
         on_owner_change: Callable[[str, str], None] | None = None,
         on_spec_change: Callable[[str, str], None] | None = None,
+        cluster_wide_pods: bool = True,
     ) -> None:
         self._on_owner_change = on_owner_change
+        self.cluster_wide_pods = cluster_wide_pods
         self._on_spec_change = on_spec_change or on_owner_change  # a new CR or a spec change (urgent)
         self._generations: dict[Key, object] = {}  # what a CR's last event showed of its spec and metadata
         self._generations_lock = threading.Lock()
         self.children: dict[str, Store] = {}
-        self.deployments = Store()  # the GptOssDeployments themselves (the resync walks them)
+        # The GptOssDeployments themselves: the resync walks them, a reconcile reads its CR here (no GET).
+        self.deployments = Store(monotonic=True)
         self.nodes = Store()
         self.pods = Store()
+        self.storage_classes = Store()
+        # Optional reads: status words are better with them, nothing waits for them (a 403 leaves them unsynced).
+        self.optional_reflectors: list[Reflector] = [
+            Reflector(kube, WatchSpec(STORAGE_CLASSES, reduce=reduce_storage_class), self.storage_classes)
+        ]
         # Capacity needs every pod and GPU node of the cluster; CRs and children only the watched namespaces.
+        # Without cluster-wide pod reads (a setting), only the operator's own pods, where it watches CRs.
         self.reflectors: list[Reflector] = [
             Reflector(kube, WatchSpec(NODES, label_selector=names.GPU_PRODUCT_LABEL, reduce=reduce_node), self.nodes),
-            Reflector(kube, WatchSpec(PODS, reduce=reduce_pod), self.pods, self._pod_changed),
         ]
         scopes: list[str | None] = list(namespaces) or [None]
         self._namespaces = frozenset(namespaces)  # empty: all
+        pod_watches = [WatchSpec(PODS, reduce=reduce_pod)]
+        if not cluster_wide_pods:
+            pod_watches = [
+                WatchSpec(PODS, ns, label_selector=names.LABEL_DEPLOYMENT, reduce=reduce_pod) for ns in scopes
+            ]
+        self.reflectors += [Reflector(kube, spec, self.pods, self._pod_changed) for spec in pod_watches]
         for namespace in scopes:
             spec = WatchSpec(GPTOSS, namespace)
             self.reflectors.append(Reflector(kube, spec, self.deployments, self._deployment_changed))
@@ -291,11 +347,11 @@ class ClusterCache:
                 self.reflectors.append(Reflector(kube, spec, store, self._child_changed))
 
     def start(self) -> None:
-        for reflector in self.reflectors:
+        for reflector in [*self.reflectors, *self.optional_reflectors]:
             reflector.start()
 
     def stop(self) -> None:
-        for reflector in self.reflectors:
+        for reflector in [*self.reflectors, *self.optional_reflectors]:
             reflector.stop()
 
     def wait_synced(self, timeout_seconds: float) -> bool:
@@ -317,6 +373,31 @@ class ClusterCache:
                 if meta.get("namespace") == namespace and labels.get(names.LABEL_DEPLOYMENT) == owner_name:
                     found[object_key(obj)] = obj
         return found
+
+    def storage_class_list(self) -> list[Json] | None:
+        """The cluster's StorageClasses (reduced), or None until they have been listed (or when not readable)."""
+        if not all(reflector.synced.is_set() for reflector in self.optional_reflectors):
+            return None
+        return self.storage_classes.items()
+
+    def pods_labelled(self, namespace: str, labels: Mapping[str, str]) -> list[Json]:
+        """Pods in `namespace` carrying every one of `labels`, finished ones included (their exit tells why)."""
+        return [
+            pod
+            for pod in self.pods.items()
+            if (pod.get("metadata") or {}).get("namespace") == namespace
+            and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def deployment(self, namespace: str, name: str) -> Json | None:
+        """One GptOssDeployment as last seen (a copy: the caller may change it), None when absent."""
+        found = self.deployments.get(namespace, name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def remember_written(self, obj: Json) -> None:
+        """The server's answer to our own write of a CR: visible to the next reconcile before its watch echo."""
+        if (obj.get("metadata") or {}).get("name") and obj.get("kind") == GPTOSS.kind:
+            self.deployments.upsert(obj, only_if_present=True)
 
     def deployment_keys(self) -> list[Key]:
         """(namespace, name) of every GptOssDeployment in the watched namespaces."""

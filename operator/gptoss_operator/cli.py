@@ -16,15 +16,15 @@ import argparse
 import difflib
 import sys
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gptoss_operator import names
+from gptoss_operator import names, trust
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders import ClusterFeatures, build_children
 from gptoss_operator.planner import PlanError, explain, gpu_placement, plan
@@ -47,6 +47,8 @@ class LoadedDeployment:
 
     where: str
     cr: GptOssDeployment
+    # Secrets given in the same input, by (namespace or "", name): what `render` knows of a token Secret's mark.
+    secrets: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
 
 def load_deployments(path: str, stdin: TextIO | None = None) -> list[LoadedDeployment]:
@@ -54,6 +56,7 @@ def load_deployments(path: str, stdin: TextIO | None = None) -> list[LoadedDeplo
     documents = _read_documents(path, stdin)
     deployments: list[LoadedDeployment] = []
     skipped: list[str] = []
+    secrets = _secrets_in(documents)
     for index, document in enumerate(documents):
         where = path if len(documents) == 1 else f"{path} (document {index + 1})"
         if not isinstance(document, dict):
@@ -62,11 +65,21 @@ def load_deployments(path: str, stdin: TextIO | None = None) -> list[LoadedDeplo
         if kind != names.KIND:
             skipped.append(f"{where}: kind {kind!r}")
             continue
-        deployments.append(LoadedDeployment(where, parse_deployment(document, where)))
+        deployments.append(LoadedDeployment(where, parse_deployment(document, where), secrets))
     if not deployments:
         found = "; ".join(skipped) or "no objects"
         raise InputError(f"{path}: kind: expected {names.KIND} (apiVersion {names.API_VERSION}); found {found}")
     return deployments
+
+
+def _secrets_in(documents: Sequence[Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The metadata of each Secret among `documents` (its data is never looked at)."""
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "Secret":
+            meta = document.get("metadata") or {}
+            found[str(meta.get("namespace") or ""), str(meta.get("name"))] = meta
+    return found
 
 
 def _read_documents(path: str, stdin: TextIO | None) -> list[Any]:
@@ -163,11 +176,32 @@ def field_path(location: Sequence[int | str]) -> str:
     return path or "(root)"
 
 
-def plan_for(loaded: LoadedDeployment, settings: OperatorSettings) -> ServingPlan:
+def plan_for(loaded: LoadedDeployment, settings: OperatorSettings, err: TextIO | None = None) -> ServingPlan:
+    """The plan, or an InputError for an impossible plan or a weights source the operator would refuse."""
     try:
-        return plan(loaded.cr.spec, settings)
+        serving_plan = plan(loaded.cr.spec, settings)
     except PlanError as error:
         raise InputError(f"{loaded.where}: spec.{error}") from None
+    refusal = weights_refusal(loaded, settings, err)
+    if refusal is not None:
+        raise InputError(f"{loaded.where}: {refusal.message}")
+    return serving_plan
+
+
+def weights_refusal(loaded: LoadedDeployment, settings: OperatorSettings, err: TextIO | None) -> trust.Refusal | None:
+    """What the operator would refuse (docs/security.md): an endpoint off the allow-list, or a token Secret given
+    in the input without its mark. A token Secret absent from the input cannot be checked here: a note says so."""
+    cr = loaded.cr
+    secret_name = trust.token_secret_name(cr.spec)
+    secret = None
+    if secret_name is not None:
+        secret = loaded.secrets.get((cr.namespace, secret_name)) or loaded.secrets.get(("", secret_name))
+        if secret is None and err is not None:
+            err.write(
+                f"note: {loaded.where}: Secret {secret_name} is not in the input; the operator uses it only if it "
+                f"carries the label {names.LABEL_WEIGHTS_TOKEN}={names.LABEL_WEIGHTS_TOKEN_VALUE}\n"
+            )
+    return trust.weights_refusal(cr.spec, settings, cr.namespace, secret)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -187,7 +221,7 @@ def _cmd_crd(_args: argparse.Namespace, io: _Io) -> int:
 def _cmd_plan(args: argparse.Namespace, io: _Io) -> int:
     settings = OperatorSettings()
     for loaded in load_deployments(args.file):
-        serving_plan = plan_for(loaded, settings)
+        serving_plan = plan_for(loaded, settings, io.err)
         if args.output == "json":
             io.out.write(serving_plan.to_json())
         else:
@@ -201,7 +235,7 @@ def _cmd_render(args: argparse.Namespace, io: _Io) -> int:
     features = ClusterFeatures(pod_monitor=args.pod_monitor, keda=args.keda)
     children: list[dict[str, Any]] = []
     for loaded in load_deployments(args.file):
-        children += build_children(loaded.cr, plan_for(loaded, settings), settings, features)
+        children += build_children(loaded.cr, plan_for(loaded, settings, io.err), settings, features)
     io.out.write(dump_yaml_documents(children))
     return 0
 

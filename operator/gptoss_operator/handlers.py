@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import kopf
@@ -36,6 +37,11 @@ KOPF_PREFIX: Final = names.KOPF_ANNOTATION_PREFIX
 FINALIZER: Final = f"{names.GROUP}/finalizer"  # Kopf adds it only if a handler needs one; ours do not
 PERMANENT_ERROR_DELAY: Final = 60.0
 MAX_BACKOFF_SECONDS: Final = 60.0
+# Child and pod events come in bursts (a pod is created, scheduled, started, ready; a Deployment's status
+# moves with each): they wait this long in the queue so that one reconcile (one status write) answers the
+# burst. At fleet scale these echoes outnumber the reconciles that apply anything; collapsed, they leave
+# the API server and the workers to the new and changed CRs, which never wait (urgent, no delay).
+COALESCE_SECONDS: Final = 1.0
 
 Key = tuple[str, str]
 
@@ -124,19 +130,24 @@ class OperatorRuntime:
             self._process, workers=settings.reconcile_workers, max_backoff_seconds=MAX_BACKOFF_SECONDS
         )
         self._rng = rng or random.Random()  # noqa: S311 - resync jitter, not cryptography
+        self._executor = ThreadPoolExecutor(max_workers=settings.reconcile_workers, thread_name_prefix="reconcile")
         self._tasks: list[asyncio.Task[None]] = []
 
     def enqueue(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        """Queue a CR: urgent ones at once and first, others after `COALESCE_SECONDS` (bursts collapse)."""
         if self.settings.namespaces and namespace not in self.settings.namespaces:
             return  # never touch a CR outside the watched namespaces (another operator may own it)
-        self.queue.add((namespace, name), urgent=urgent)
+        self.queue.add((namespace, name), delay=0.0 if urgent else COALESCE_SECONDS, urgent=urgent)
 
     def enqueue_urgent(self, namespace: str, name: str) -> None:
         """A new CR or a changed spec: before the reconciles that only follow pods and children."""
         self.enqueue(namespace, name, urgent=True)
 
     async def _process(self, key: Key) -> None:
-        await asyncio.to_thread(reconcile_or_retry_after, self.reconciler, *key)
+        # Threads of the queue's own: asyncio's default pool (min(32, CPUs + 4), 6 on two cores) is shared with
+        # Kopf and the autoscaler and would cap the workers below `reconcile_workers`.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, reconcile_or_retry_after, self.reconciler, *key)
 
     async def start(self) -> None:
         """Start the queue, then the caches (their first events enqueue every CR), then the resync."""
@@ -152,6 +163,7 @@ class OperatorRuntime:
             namespaces=self.settings.namespaces,
             on_owner_change=self.enqueue,
             on_spec_change=self.enqueue_urgent,
+            cluster_wide_pods=self.settings.cluster_wide_pod_reads,
         )
         self.cache = self.reconciler.cache = cache
         await asyncio.to_thread(cache.start)
@@ -166,6 +178,7 @@ class OperatorRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.queue.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)  # a running reconcile ends by itself
         if self.cache is not None:
             await asyncio.to_thread(self.cache.stop)
 

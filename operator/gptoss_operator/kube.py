@@ -8,7 +8,9 @@ through one function that counts it by verb and code. What it does:
   with nothing changed writes nothing;
 - list children by the label `gptoss.io/deployment=<name>` and delete those no longer desired (prune);
 - discovery of optional APIs (PodMonitor, KEDA ScaledObject), cached briefly;
-- nodes and pods for the capacity check; the CR and its status subresource; core/v1 Events.
+- nodes and pods for the capacity check; the CR; core/v1 Events;
+- status by server-side apply on the status subresource, one field manager per writer (`apply_status`),
+  and the one-time move of status fields written by the old merge patches (`upgrade_status_managers`).
 
 Errors: 404 reads return None; conflicts, throttling, server errors and connection failures raise
 `TransientApiError` (the handlers turn it into `kopf.TemporaryError`); anything else raises `ApiError`.
@@ -33,7 +35,7 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from gptoss_operator import metrics, names
+from gptoss_operator import metrics, names, status_ownership
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ Json = dict[str, Any]
 ANNOTATION_APPLIED_HASH: Final = f"{names.GROUP}/applied-hash"
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
+JSON_PATCH_CONTENT_TYPE: Final = "application/json-patch+json"
+# Ask for metadata only (no fallback to the full object: a Secret's data must never reach the operator).
+PARTIAL_METADATA_ACCEPT: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 REPLACEABLE_KINDS: Final = frozenset({"Job"})  # immutable pod template: replace instead of update
 TRANSIENT_CODES: Final = frozenset({409, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_SECONDS: Final = 5.0
@@ -50,7 +55,7 @@ REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read
 LIST_PAGE_SIZE: Final = 250  # objects per page of a cache's (re)list
 # Each watch holds a connection for its whole life (about a dozen watches), plus the reconcile workers.
 CONNECTION_POOL_SIZE: Final = 64
-APPLY_THREADS: Final = 16  # children applied at once, over all reconciles
+APPLY_THREADS: Final = 64  # children applied at once, over all reconciles (8 workers x 7 children + room)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -296,6 +301,8 @@ class SyncResult:
     pruned: tuple[tuple[str, str], ...]
     live: Mapping[tuple[str, str], Json]  # the children after the sync, by (kind, name)
     failed: tuple[ChildFailure, ...] = ()
+    # Desired children whose name is taken by an object this owner does not control: left untouched.
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------- client
@@ -356,10 +363,11 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        accept: str = "application/json",
     ) -> Json | None:
         """One request; returns the decoded JSON, or None for 404. Counts it by `verb` and code."""
         url_path = path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         try:
@@ -395,6 +403,14 @@ class Kube:
     # ----------------------------------------------------------------------------- reads
     def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Json | None:
         return self.request("get", "GET", rtype.path(namespace, name))
+
+    def get_metadata(self, rtype: ResourceType, namespace: str | None, name: str) -> Json | None:
+        """An object's metadata only (PartialObjectMetadata), or None when absent.
+
+        For Secrets: the operator learns a token Secret's labels without ever receiving its data. (RBAC
+        cannot tell the two apart; the `get` verb covers both, which is why the operator asks for this form.)
+        """
+        return self.request("get", "GET", rtype.path(namespace, name), accept=PARTIAL_METADATA_ACCEPT)
 
     def list_items(
         self,
@@ -535,19 +551,55 @@ class Kube:
             content_type="application/json",
         )
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None) -> Json:
-        """Merge-patch the CR's status subresource; with `resource_version`, a concurrent change is a 409.
+    def apply_status(self, namespace: str, name: str, status_fields: Mapping[str, Any], field_manager: str) -> Json:
+        """Server-side apply of `status_fields` to the CR's status subresource as `field_manager` (force).
 
-        The precondition stays until status moves to server-side apply with conditions as a list map: a merge
-        patch replaces the whole conditions list, so without it one writer could revert the other's conditions.
+        The body states everything this writer owns in status (a field it applied before and leaves out now is
+        removed); other managers' fields, and their entries of the conditions list map, stay. No
+        resourceVersion precondition: two writers that own different fields cannot overwrite each other.
         """
-        body: Json = {"status": dict(status)}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
+        body = {
+            "apiVersion": GPTOSS.api_version,
+            "kind": GPTOSS.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status_fields),
+        }
+        query = {"fieldManager": field_manager, "force": "true"}
         result = self.request(
-            "patch", "PATCH", GPTOSS.path(namespace, name, "status"), body=body, content_type=MERGE_CONTENT_TYPE
+            "apply",
+            "PATCH",
+            GPTOSS.path(namespace, name, "status"),
+            query=query,
+            body=body,
+            content_type=APPLY_CONTENT_TYPE,
         )
         return result or {}
+
+    def upgrade_status_managers(self, body: Mapping[str, Any]) -> bool:
+        """Move status fields of the old merge-patch managers to the apply managers (csaupgrade); False: none.
+
+        One JSON patch of `metadata.managedFields` that also replaces `metadata.resourceVersion` with the
+        version the move was computed from, so a concurrent change makes it a 409 (computed again next time).
+        """
+        meta = body.get("metadata") or {}
+        conditions = (body.get("status") or {}).get("conditions") if isinstance(body.get("status"), Mapping) else []
+        upgraded = status_ownership.upgraded_managed_fields(
+            meta.get("managedFields") or [], [c for c in conditions or [] if isinstance(c, Mapping)]
+        )
+        if upgraded is None:
+            return False
+        patch = [
+            {"op": "replace", "path": "/metadata/managedFields", "value": upgraded},
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": str(meta.get("resourceVersion"))},
+        ]
+        path = GPTOSS.path(str(meta.get("namespace")), str(meta.get("name")))
+        self.request("patch", "PATCH", path, body=patch, content_type=JSON_PATCH_CONTENT_TYPE)
+        log.info(
+            "moved status fields of %s/%s from merge-patch managers to apply managers",
+            meta.get("namespace"),
+            meta.get("name"),
+        )
+        return True
 
     def scale(self, namespace: str, name: str, replicas: int) -> Json:
         """Set a GptOssDeployment's replicas through its scale subresource (as `kubectl scale` does)."""
@@ -611,7 +663,9 @@ class Kube:
         """Apply each desired child that differs from its live object, then prune undesired owned ones.
 
         `live` is the owner's children as a watch-fed cache holds them; without it they are listed. A child
-        the server refuses does not stop the others: it is reported in `SyncResult.failed`.
+        the server refuses does not stop the others: it is reported in `SyncResult.failed`. An object that
+        already holds a desired child's name but is not controlled by the owner is never taken over (a forced
+        apply would silently adopt a user's object): it is left as it is and reported in `SyncResult.refused`.
         """
         meta = owner.get("metadata") or {}
         namespace, owner_name, owner_uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
@@ -624,15 +678,19 @@ class Kube:
             current = dict(live)
         applied: list[tuple[str, str]] = []
         failed: list[ChildFailure] = []
+        refused: list[tuple[str, str]] = []
         manifests = [with_applied_hash(child) for child in desired]
         changed = [m for m in manifests if needs_apply(m, current.get(object_key(m)))]
         # Children are independent objects (a pod waits for its ConfigMap and claim by itself): apply them at
         # once, so a new CR costs one round trip of latency rather than seven.
-        results = list(self._appliers.map(lambda m: self._apply_one(m, current.get(object_key(m))), changed))
+        results = list(self._appliers.map(lambda m: self._apply_one(m, current.get(object_key(m)), owner_uid), changed))
         for manifest, (result, error) in zip(changed, results, strict=True):
             key = object_key(manifest)
             if error is not None:
                 failed.append(ChildFailure(key[0], key[1], "apply", error))
+            elif result is None:
+                current.pop(key, None)  # someone else's object: not ours to observe or prune
+                refused.append(key)
             else:
                 current[key] = result
                 applied.append(key)
@@ -647,10 +705,20 @@ class Kube:
                 pruned.append(key)
             except ApiError as error:
                 failed.append(ChildFailure(key[0], key[1], "prune", error))
-        return SyncResult(tuple(applied), tuple(pruned), current, tuple(failed))
+        return SyncResult(tuple(applied), tuple(pruned), current, tuple(failed), tuple(refused))
 
-    def _apply_one(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> tuple[Json, ApiError | None]:
+    def _apply_one(
+        self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None, owner_uid: str
+    ) -> tuple[Json | None, ApiError | None]:
+        """Apply one child: (the applied object, None), (None, None) when its name belongs to an object the
+        owner does not control (left untouched), or ({}, the error)."""
         try:
+            if live is None:  # not among the owner's children: a GET tells "absent" from "someone else's"
+                live = self.get(
+                    resource_of(manifest), (manifest.get("metadata") or {}).get("namespace"), object_key(manifest)[1]
+                )
+            if live is not None and not is_controlled_by(live, owner_uid):
+                return None, None
             return self._apply_or_replace(manifest, live), None
         except ApiError as error:
             return {}, error

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 LEASES: Final = ResourceType("coordination.k8s.io/v1", "Lease", "leases")
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
-STANDBY_RETRY_SECONDS: Final = 2.0  # how often a standby looks at the Lease (takeover within lease + this)
+STANDBY_RETRY_SECONDS: Final = 1.0  # how often a standby looks at the Lease (takeover within lease + this)
 
 
 class LeaseApi(Protocol):
@@ -174,7 +174,7 @@ class LeaderElector:
 
     # ---------------------------------------------------------------------------------- blocking
     def wait_for_leadership(self, stop: threading.Event) -> bool:
-        """Block until we lead (True) or `stop` is set (False); a standby looks every 2 s at most."""
+        """Block until we lead (True) or `stop` is set (False); a standby looks every second at most."""
         retry = min(STANDBY_RETRY_SECONDS, self.renew_seconds)
         while not stop.is_set():
             if self.try_acquire_or_renew():

@@ -16,7 +16,7 @@ from gptoss_operator.api import GptOssDeployment
 Json = dict[str, Any]
 
 VALIDATED_KEYS = ("apiVersion", "kind", "metadata", "spec")
-OBJECT_KEYS = frozenset({"plan", "endpoints", "autoscaling"})  # status keys whose readers expect an object
+OBJECT_KEYS = frozenset({"plan", "endpoints", "autoscaling", "runtime"})  # status keys whose readers expect an object
 
 
 def parse_deployment(body: Mapping[str, Any]) -> GptOssDeployment:

@@ -7,6 +7,7 @@ an `OperatorSettings` value and never read the environment themselves.
 from __future__ import annotations
 
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,6 +16,8 @@ from gptoss_runtime import contract
 
 # A Triton release whose TensorRT-LLM (1.2.1) serves gpt-oss through the PyTorch backend, plus our runtime.
 DEFAULT_IMAGE = "ghcr.io/gpt-oss-operator/runtime:0.1.0-triton26.07"
+# The slim weights fetcher (runtime/Dockerfile.fetcher): huggingface_hub and `gptoss-runtime fetch` only.
+DEFAULT_FETCHER_IMAGE = "ghcr.io/gpt-oss-operator/fetcher:0.1.0"
 # The autoscaler reads each ready server pod here (GPTOSS_AUTOSCALER_METRICS_URL_TEMPLATE overrides it).
 DEFAULT_METRICS_URL_TEMPLATE = "http://{pod_ip}:{port}/metrics"
 METRICS_URL_PLACEHOLDERS = {"pod_ip": "10.0.0.1", "port": 8002, "pod_name": "pod", "namespace": "default"}
@@ -22,6 +25,30 @@ METRICS_URL_PLACEHOLDERS = {"pod_ip": "10.0.0.1", "port": 8002, "pod_name": "pod
 # `reference` runs the runtime's numpy engine on the CPU instead (nodes whose GPUs are simulated).
 EngineStandIn = Literal["none", "reference"]
 ENGINE_STAND_IN_ENV: Final = contract.ENGINE_STAND_IN_ENV
+# The public Hugging Face Hub: the download endpoint when neither the CR nor the operator names a mirror.
+PUBLIC_HUB_ENDPOINT: Final = "https://huggingface.co"
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def normalize_endpoint(url: str) -> str:
+    """`url` as `scheme://host[:port][/path]`: scheme and host lower-cased, a default port and trailing
+    slashes dropped (so `HTTPS://HuggingFace.co/` and `https://huggingface.co:443` are the same endpoint).
+
+    Raises ValueError for anything but an http(s) URL with a host and no query, fragment or credentials.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r}: an endpoint has no query, fragment or credentials")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 class ContainerResources(BaseModel):
@@ -88,8 +115,14 @@ class OperatorSettings(BaseSettings):
         description="Namespaces to watch; empty watches the whole cluster. Env: comma-separated list.",
     )
     default_image: str = Field(default=DEFAULT_IMAGE, description="Server image when a CR sets none.")
-    fetcher_image: str | None = Field(
-        default=None, description="Image of the weights download Job; defaults to the server image."
+    fetcher_image: str = Field(
+        default=DEFAULT_FETCHER_IMAGE,
+        min_length=1,
+        description=(
+            "Image of every weights download (the Job, or the per-replica download init container): the "
+            "project's slim fetcher, never a GptOssDeployment's image, so a token Secret is only ever mounted "
+            "into the operator's own image."
+        ),
     )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of the operator's /metrics.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Port of the operator's /healthz.")
@@ -126,6 +159,14 @@ class OperatorSettings(BaseSettings):
             "Empty: the public Hub."
         ),
     )
+    weights_allowed_endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hugging Face endpoints a GptOssDeployment may name in spec.weights.huggingFace.endpoint (the Job sends "
+            "the token there). Empty: only the public Hub (https://huggingface.co). weights_mirror_endpoint is "
+            "always allowed. Env: comma-separated URLs; compared by scheme, host, port and path."
+        ),
+    )
     engine_stand_in: EngineStandIn = Field(
         default="none",
         description=(
@@ -154,9 +195,57 @@ class OperatorSettings(BaseSettings):
     fetch_priority_class_name: str | None = Field(
         default=None, description="PriorityClass of the weights download Job's pod.", max_length=253
     )
+    # The way out and the trust of every download (Job or per-replica init container), for mirrors behind a
+    # proxy or served with a private CA (docs/storage.md).
+    fetch_proxy: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="Proxy URL of every weights download (HTTPS_PROXY and HTTP_PROXY of the fetcher). Empty: none.",
+    )
+    fetch_no_proxy: str | None = Field(
+        default=None,
+        pattern=r"^[^\s]+$",
+        description=(
+            "Hosts the fetcher reaches without the proxy (NO_PROXY): comma-separated names, .domains, IPs "
+            "or CIDRs, e.g. .svc,.cluster.local for an in-cluster mirror."
+        ),
+    )
+    fetch_ca_bundle_config_map: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "ConfigMap (in each GptOssDeployment's namespace, e.g. distributed by trust-manager or OpenShift's "
+            "CA injection) whose PEM bundle the fetcher trusts instead of the public roots."
+        ),
+    )
+    fetch_ca_bundle_key: str = Field(
+        default="ca-bundle.crt", min_length=1, max_length=253, description="Key of the PEM bundle in that ConfigMap."
+    )
+    cluster_wide_pod_reads: bool = Field(
+        default=True,
+        description=(
+            "Read every pod of the cluster to count free GPUs (CapacityAvailable, the autoscaler's capacity cap). "
+            "False: the operator reads only its own pods, in the watched namespaces; CapacityAvailable stays "
+            "Unknown (reason PodsNotReadable) and scale-ups are not capped. Chart: rbac.clusterWidePodReads."
+        ),
+    )
     # Fleet scale (issue 12): the work queue, the watch-fed caches and leader election.
+    max_concurrent_rollouts: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description=(
+            "Most GptOssDeployments whose pods an automatic operator update (updatePolicy Automatic) rolls at "
+            "once; the others wait with UpdateAvailable=True (docs/upgrades.md)."
+        ),
+    )
     reconcile_workers: int = Field(
-        default=4, ge=1, le=64, description="Reconciles that run at once (the work queue's workers)."
+        # A reconcile mostly waits on the API server (a few round trips): 8 keep a burst of new CRs (e.g. 5 a
+        # second) from queueing on a loaded control plane, and bound memory and API load at start-up.
+        default=8,
+        ge=1,
+        le=64,
+        description="Reconciles that run at once (the work queue's workers).",
     )
     cache_sync_timeout_seconds: float = Field(
         default=120.0, gt=0, description="How long start-up waits for the caches' first LISTs before going on."
@@ -166,11 +255,16 @@ class OperatorSettings(BaseSettings):
     )
     leader_election_namespace: str = Field(default="default", description="Namespace of the leader Lease.")
     leader_election_lease_name: str = Field(default="gpt-oss-operator-leader", description="Name of the Lease.")
+    # Timings (see leader.py): client-go's defaults are leaseDuration 15 s, renewDeadline 10 s, retryPeriod 2 s.
+    # The lease is shorter here (10 s) so that a crashed leader's standby has taken over and reconciled within
+    # 20 s even with a cold start after it; the leader still retries every 2 s and has 8 s (4 tries) to renew
+    # before it stops, so a slow API server must stall it for that long before leadership moves. Costs: one
+    # Lease write every 2 s and a standby read every second.
     leader_election_lease_seconds: float = Field(
-        default=15.0, gt=0, description="Lease duration: a standby takes over this long after the last renewal."
+        default=10.0, gt=0, description="Lease duration: a standby takes over this long after the last renewal."
     )
     leader_election_renew_seconds: float = Field(
-        default=5.0, gt=0, description="How often the leader renews; a leader that cannot renew in time exits."
+        default=2.0, gt=0, description="How often the leader renews; a leader that cannot renew in time exits."
     )
     pod_name: str = Field(default="", description="This replica's identity in the Lease (env GPTOSS_POD_NAME).")
 
@@ -181,11 +275,36 @@ class OperatorSettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("weights_mirror_endpoint", mode="before")
+    @field_validator(
+        "weights_mirror_endpoint", "fetch_proxy", "fetch_no_proxy", "fetch_ca_bundle_config_map", mode="before"
+    )
     @classmethod
     def _empty_mirror_is_none(cls, value: object) -> object:
         # The chart passes an empty string when no mirror is set.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("fetcher_image", mode="before")
+    @classmethod
+    def _empty_fetcher_is_default(cls, value: object) -> object:
+        return DEFAULT_FETCHER_IMAGE if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("weights_allowed_endpoints", mode="before")
+    @classmethod
+    def _split_endpoints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("weights_allowed_endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        try:
+            return [normalize_endpoint(item) for item in value]
+        except ValueError as error:
+            raise ValueError(
+                f"GPTOSS_WEIGHTS_ALLOWED_ENDPOINTS: {error}; give comma-separated URLs such as "
+                "https://huggingface.co,http://hf-mirror.gpt-oss-system.svc:8080"
+            ) from None
 
     @field_validator("autoscaler_metrics_url_template")
     @classmethod
@@ -202,8 +321,12 @@ class OperatorSettings(BaseSettings):
         return value
 
     @property
-    def effective_fetcher_image(self) -> str:
-        return self.fetcher_image or self.default_image
+    def allowed_endpoints(self) -> tuple[str, ...]:
+        """Endpoints a CR may name (normalized): the setting, else the public Hub; the mirror always."""
+        allowed = list(self.weights_allowed_endpoints) or [PUBLIC_HUB_ENDPOINT]
+        if self.weights_mirror_endpoint:
+            allowed.append(normalize_endpoint(self.weights_mirror_endpoint))
+        return tuple(dict.fromkeys(allowed))
 
     @property
     def stands_in(self) -> bool:

@@ -2,7 +2,7 @@
 
 Inputs in, data out: the live children (server Deployment, its pods, the weights Job), the plan (or the
 reason the spec is invalid), the GPU capacity, the previous status and the current time. No clock, no
-API call, no kopf. The reconcile loop patches the result only when `status_patch` says it changed.
+API call, no kopf. The reconcile applies its part of the result (`status_ownership`) only when it changed.
 
 Conditions follow the standard shape (metav1.Condition). `lastTransitionTime` moves only when a
 condition's status flips, so recomputing an unchanged world yields an identical status and no write.
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gptoss_operator import names
+from gptoss_operator import diagnosis, names
 from gptoss_operator.settings import ENGINE_STAND_IN_ENV
 from gptoss_runtime import contract
 from gptoss_runtime.plan import ServingPlan
@@ -47,6 +47,8 @@ OWNED_KEYS: Final = (
     "plan",
     "endpoints",
     "engine",
+    "weights",
+    "runtime",  # computed by the reconcile (upgrades.Recorded): what the pods were rendered with
     "conditions",
 )
 ENDPOINT_KEYS: Final = ("openai", "http", "grpc", "metrics")
@@ -58,8 +60,14 @@ STUCK_WAITING_REASONS: Final = frozenset(
 # Annotations on the pod template that identify the pods of the current spec.
 GENERATION_ANNOTATIONS: Final = (names.ANNOTATION_GENERATION, names.ANNOTATION_PLAN_HASH)
 GPU_ENGINE: Final = "trtllm"
+# Ready reasons of a spec the operator will not act on (one Warning Event each, named by the reason).
+REFUSAL_REASONS: Final = frozenset(
+    {names.REASON_INVALID_SPEC, names.REASON_TOKEN_SECRET_NOT_MARKED, names.REASON_ENDPOINT_NOT_ALLOWED}
+)
 REASON_CPU_REFERENCE_ENGINE: Final = "CpuReferenceEngine"
+REASON_DOWNLOADING_NEW_REVISION: Final = "DownloadingNewRevision"  # Progressing while a rollout is held
 REASON_GPU_ENGINE: Final = "TensorRTLLM"
+REASON_PODS_NOT_READABLE: Final = "PodsNotReadable"
 
 Json = dict[str, Any]
 
@@ -90,6 +98,11 @@ class Observation:
     weights_job: Mapping[str, Any] | None = None
     weights_from_existing_claim: bool = False
     capacity: Capacity | None = None
+    cluster_wide_pod_reads: bool = True  # False: capacity is not counted by the cluster operator's choice
+    # The cache PVC, the download Job's pods, the token Secret and the fetcher's progress (diagnosis).
+    weights_facts: diagnosis.WeightsFacts = field(default_factory=diagnosis.WeightsFacts)
+    # Why the server pod template is held at the live one (rollout.decide): new weights are downloading.
+    rollout_held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,32 +251,45 @@ def _deployment_failure(deployment: Mapping[str, Any] | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- weights
-def _job_condition(job: Mapping[str, Any], type_: str) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
-
-
 def weights_condition(obs: Observation, counts: _PodCounts | None = None) -> ConditionValue:
     """WeightsReady from the source, the download Job, or (without a Job) a ready current pod."""
     if obs.weights_from_existing_claim:
         return ConditionValue("True", "ExistingClaim", "weights are served from an existing PersistentVolumeClaim")
     job = obs.weights_job
     if job is not None:
-        if _job_condition(job, "Complete") or int((job.get("status") or {}).get("succeeded") or 0) > 0:
-            return ConditionValue("True", "Downloaded", "the weights download Job completed")
-        if _job_condition(job, "Failed"):
-            return ConditionValue("False", "DownloadFailed", "the weights download Job failed; see its pod logs")
-        return ConditionValue("False", "Downloading", "the weights download Job is running")
+        verdict = diagnosis.job_verdict(job, obs.weights_facts)  # what waits, and the fix (diagnosis)
+        return ConditionValue(verdict.status, verdict.reason, verdict.message)
     if counts is not None and counts.current_ready > 0:
         return ConditionValue("True", "Loaded", "a ready replica has loaded the weights")
+    per_replica = diagnosis.per_replica_verdict(obs.weights_facts, obs.pods)  # a volume per replica
+    if per_replica is not None:
+        return ConditionValue(per_replica.status, per_replica.reason, per_replica.message)
     return ConditionValue("Unknown", "Pending", "weights are fetched when the first replica starts")
 
 
 # -------------------------------------------------------------------------------------------- capacity
+def _capacity_not_read(obs: Observation) -> ConditionValue:
+    """CapacityAvailable when free GPUs cannot be counted: by the cluster operator's choice, or for lack of RBAC."""
+    if not obs.cluster_wide_pod_reads:
+        return ConditionValue(
+            "Unknown",
+            REASON_PODS_NOT_READABLE,
+            "not checked: the operator reads only its own pods (setting GPTOSS_CLUSTER_WIDE_POD_READS=false, chart "
+            "value rbac.clusterWidePodReads=false), so it cannot count free GPUs; scale-ups are not capped by capacity",
+        )
+    return ConditionValue(
+        "Unknown",
+        "NotChecked",
+        "GPU capacity could not be read: the operator may not list nodes or pods in all namespaces (HTTP 403); "
+        "grant it (chart value rbac.clusterWidePodReads=true) or turn the reads off on purpose "
+        "(rbac.clusterWidePodReads=false)",
+    )
+
+
 def capacity_condition(obs: Observation) -> ConditionValue:
     cap = obs.capacity
     if cap is None:
-        return ConditionValue("Unknown", "NotChecked", "GPU capacity could not be read")
+        return _capacity_not_read(obs)
     missing = max(0, obs.desired_replicas - cap.scheduled_replicas)
     if missing <= cap.replicas_that_fit:
         return ConditionValue(
@@ -289,14 +315,17 @@ def capacity_condition(obs: Observation) -> ConditionValue:
 
 # ------------------------------------------------------------------------------------------ endpoints
 def endpoints(service: str | None, namespace: str, cluster_domain: str, openai: bool) -> dict[str, str | None]:
-    """In-cluster addresses of the Service; None for what does not exist (removed by the merge patch)."""
+    """In-cluster addresses of the Service; None for what does not exist (left out of the status apply).
+
+    With the gateway, Triton's HTTP and gRPC ports listen on the pods' loopback and the Service lacks them.
+    """
     if service is None:
         return dict.fromkeys(ENDPOINT_KEYS)
     host = f"{service}.{namespace}.svc.{cluster_domain}"
     return {
         "openai": f"http://{host}:{contract.OPENAI_PORT}/v1" if openai else None,
-        "http": f"http://{host}:{contract.HTTP_PORT}",
-        "grpc": f"{host}:{contract.GRPC_PORT}",
+        "http": None if openai else f"http://{host}:{contract.HTTP_PORT}",
+        "grpc": None if openai else f"{host}:{contract.GRPC_PORT}",
         "metrics": f"http://{host}:{contract.METRICS_PORT}/metrics",
     }
 
@@ -339,8 +368,21 @@ def _with_engine_note(ready: ConditionValue, obs: Observation) -> ConditionValue
     return ConditionValue(ready.status, ready.reason, f"{ready.message}; {stand_in_message(engine)}")
 
 
+def _pods_waiting(obs: Observation, plan: ServingPlan) -> ConditionValue | None:
+    """Why server pods cannot schedule or pull (GPU product absent vs GPUs short: from the capacity check)."""
+    verdict = diagnosis.server_pods_waiting(
+        obs.pods, gpu_product=plan.gpu_product, matching_nodes=None if obs.capacity is None else obs.capacity.nodes
+    )
+    return None if verdict is None else ConditionValue(verdict.status, verdict.reason, verdict.message)
+
+
 def _ready_condition(
-    obs: Observation, counts: _PodCounts, rollout_done: bool, capacity: ConditionValue, weights: ConditionValue
+    obs: Observation,
+    counts: _PodCounts,
+    rollout_done: bool,
+    capacity: ConditionValue,
+    weights: ConditionValue,
+    waiting: ConditionValue | None = None,
 ) -> ConditionValue:
     desired = obs.desired_replicas
     progress = f"{counts.current_ready}/{desired} replicas of generation {obs.generation} ready"
@@ -348,6 +390,11 @@ def _ready_condition(
         return ConditionValue("False", "ScaledToZero", "spec.replicas is 0; no replica serves")
     if rollout_done and counts.current_ready >= desired:
         return ConditionValue("True", "ReplicasReady", progress)
+    if weights.reason == diagnosis.REASON_VOLUME_PENDING and counts.current_ready == 0:
+        # Server pods mount the same claim: they are unschedulable for the volume's reason, said once.
+        return ConditionValue("False", "WeightsNotReady", f"{progress}; {weights.message}")
+    if waiting is not None and counts.current_ready == 0:
+        return ConditionValue("False", waiting.reason, f"{progress}; {waiting.message}")
     if capacity.status == "False" and counts.current_ready == 0:
         return ConditionValue("False", "InsufficientCapacity", f"{progress}; {capacity.message}")
     if weights.status == "False" and counts.current_ready == 0:
@@ -369,10 +416,19 @@ def _degraded_condition(obs: Observation, counts: _PodCounts, weights: Condition
 
 
 def _progressing_condition(
-    obs: Observation, counts: _PodCounts, rollout_done: bool, ready: ConditionValue, capacity: ConditionValue
+    obs: Observation,
+    counts: _PodCounts,
+    rollout_done: bool,
+    ready: ConditionValue,
+    capacity: ConditionValue,
+    waiting: ConditionValue | None = None,
 ) -> ConditionValue:
+    if obs.rollout_held is not None:  # the old pods serve (Ready may be True) while the new revision downloads
+        return ConditionValue("True", REASON_DOWNLOADING_NEW_REVISION, obs.rollout_held)
     if ready.status == "True" or ready.reason == "ScaledToZero":
         return ConditionValue("False", "RolloutComplete", ready.message)
+    if waiting is not None:
+        return ConditionValue("True", waiting.reason, waiting.message)
     if capacity.status == "False":
         return ConditionValue("True", "WaitingForCapacity", capacity.message)
     if not rollout_done:
@@ -390,6 +446,13 @@ def _phase(ready: ConditionValue, degraded: ConditionValue, counts: _PodCounts) 
     return names.PHASE_PROGRESSING
 
 
+def _weights_status(obs: Observation, weights: ConditionValue) -> Json | None:
+    """`status.weights` (bytes done and total, rate, ETA) while a download runs; None (removed) otherwise."""
+    if weights.reason != diagnosis.REASON_DOWNLOADING:
+        return None
+    return diagnosis.progress_status(obs.weights_facts.progress)
+
+
 def compute_status(
     obs: Observation,
     plan: ServingPlan,
@@ -399,14 +462,15 @@ def compute_status(
     cluster_domain: str,
     now: str,
 ) -> Json:
-    """The status of a valid deployment (every owned key; None values are removed by the merge patch)."""
+    """The status of a valid deployment (every owned key; None values are left out of the status apply)."""
     counts = _count_pods(obs.pods, obs.template_annotations, obs.deployment)
     rollout_done = _rollout_observed(obs.deployment)
     weights = weights_condition(obs, counts)
     capacity = capacity_condition(obs)
-    ready = _ready_condition(obs, counts, rollout_done, capacity, weights)
+    waiting = _pods_waiting(obs, plan)
+    ready = _ready_condition(obs, counts, rollout_done, capacity, weights, waiting)
     degraded = _degraded_condition(obs, counts, weights)
-    progressing = _progressing_condition(obs, counts, rollout_done, ready, capacity)
+    progressing = _progressing_condition(obs, counts, rollout_done, ready, capacity, waiting)
     values = {
         names.COND_READY: _with_engine_note(ready, obs),
         names.COND_PROGRESSING: progressing,
@@ -429,6 +493,7 @@ def compute_status(
         "plan": plan.model_dump(mode="json", by_alias=True),
         "endpoints": endpoints(obs.service_name, namespace, cluster_domain, plan.openai_endpoint),
         "engine": engine_status(obs),
+        "weights": _weights_status(obs, weights),
         "conditions": _merge_conditions(values, obs.generation, previous, now),
     }
 
@@ -448,29 +513,23 @@ def invalid_spec_status(previous: Mapping[str, Any] | None, *, generation: int, 
     }
 
 
-# ------------------------------------------------------------------------------------------ patching
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value
-
-
-def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Json | None:
-    """The merge patch for `.status`, or None when nothing this module owns changed.
-
-    `status.autoscaling` is never part of the patch; keys of `new` that are None are sent as None so the
-    merge patch deletes them.
-    """
-    before = {k: v for k, v in (previous or {}).items() if k in OWNED_KEYS}
-    after = _strip_none({k: v for k, v in new.items() if k in OWNED_KEYS})
-    for key in OWNED_KEYS:  # a key we set before but no longer compute is left alone, not compared
-        if key not in new and key in before:
-            after[key] = before[key]
-    if after == _strip_none(before):
-        return None
-    return {k: new[k] for k in OWNED_KEYS if k in new}
+def refused_weights_status(
+    previous: Mapping[str, Any] | None, *, generation: int, reason: str, message: str, now: str
+) -> Json:
+    """WeightsReady=False and Ready=False with `reason` (the operator will not download as the spec asks:
+    trust.Refusal); like an invalid spec, children are untouched and observed fields keep their last values."""
+    refused = ConditionValue("False", reason, message)
+    values = {
+        names.COND_READY: refused,
+        names.COND_PROGRESSING: ConditionValue("False", reason, "fix the weights source to continue"),
+        names.COND_DEGRADED: ConditionValue("True", reason, message),
+        names.COND_WEIGHTS_READY: refused,
+    }
+    return {
+        "phase": names.PHASE_FAILED,
+        "observedGeneration": generation,
+        "conditions": _merge_conditions(values, generation, previous, now),
+    }
 
 
 # --------------------------------------------------------------------------------------------- events
@@ -491,8 +550,8 @@ def transition_events(previous: Mapping[str, Any] | None, new: Mapping[str, Any]
 
     ready = flipped(names.COND_READY)
     if ready is not None:
-        if ready.get("reason") == names.REASON_INVALID_SPEC:
-            events.append(EventSpec("Warning", names.REASON_INVALID_SPEC, str(ready.get("message", ""))))
+        if ready.get("reason") in REFUSAL_REASONS:
+            events.append(EventSpec("Warning", str(ready.get("reason")), str(ready.get("message", ""))))
         elif ready.get("status") == "True":
             events.append(EventSpec("Normal", "Ready", str(ready.get("message", ""))))
     capacity = flipped(names.COND_CAPACITY_AVAILABLE)
@@ -507,11 +566,13 @@ def transition_events(previous: Mapping[str, Any] | None, new: Mapping[str, Any]
     stand_in = flipped(names.COND_ENGINE_STAND_IN)
     if stand_in is not None and stand_in.get("status") == "True":
         events.append(EventSpec("Normal", names.COND_ENGINE_STAND_IN, str(stand_in.get("message", ""))))
+    update = flipped(names.COND_UPDATE_AVAILABLE)  # set by the reconcile (upgrades)
+    if update is not None and update.get("status") == "True":
+        events.append(EventSpec("Normal", names.COND_UPDATE_AVAILABLE, str(update.get("message", ""))))
+    weights = flipped(names.COND_WEIGHTS_READY)
+    if weights is not None and weights.get("reason") in diagnosis.WAITING_REASONS:  # once, when it starts to wait
+        events.append(EventSpec("Warning", str(weights.get("reason")), str(weights.get("message", ""))))
     degraded = flipped(names.COND_DEGRADED)
-    if (
-        degraded is not None
-        and degraded.get("status") == "True"
-        and degraded.get("reason") != names.REASON_INVALID_SPEC
-    ):
+    if degraded is not None and degraded.get("status") == "True" and degraded.get("reason") not in REFUSAL_REASONS:
         events.append(EventSpec("Warning", "Degraded", str(degraded.get("message", ""))))
     return events

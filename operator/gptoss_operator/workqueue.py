@@ -3,7 +3,8 @@
 Every trigger (Kopf handlers, child and pod events from the caches, the autoscaler after a scale, the
 jittered resync) calls `add(key)`; nothing else starts a reconcile. Properties:
 
-- a key is queued at most once, however many triggers arrive (bursts during a rollout collapse);
+- a key is queued at most once, however many triggers arrive (bursts during a rollout collapse); a
+  delayed add (the handlers delay echoes of pods and children a second) keeps the earliest deadline;
 - a key is never processed by two workers at once; a trigger during its processing re-queues it after;
 - at most `workers` keys are processed at a time (memory stays bounded at startup with hundreds of CRs);
 - a failed key comes back after a per-key exponential backoff (or the delay the failure asks for); a
@@ -124,10 +125,17 @@ class WorkQueue(Generic[K]):
         self._ready.put_nowait((priority, self._sequence, key))
 
     def _add_later(self, key: K, delay: float) -> None:
-        if key in self._queued or key in self._delayed:
+        """Queue `key` in `delay` seconds; an earlier deadline wins (a trigger must not wait for the resync)."""
+        if key in self._queued:
             return
         assert self._loop is not None
-        self._delayed[key] = self._loop.call_later(delay, self._fire_delayed, key)
+        due = self._loop.time() + delay
+        pending = self._delayed.get(key)
+        if pending is not None:
+            if self._failures.get(key) or pending.when() <= due:
+                return  # backing off after a failure, or already due sooner: triggers coalesce into it
+            pending.cancel()
+        self._delayed[key] = self._loop.call_at(due, self._fire_delayed, key)
 
     def _fire_delayed(self, key: K) -> None:
         self._delayed.pop(key, None)
@@ -169,6 +177,9 @@ class WorkQueue(Generic[K]):
             dirty = key in self._dirty
             self._dirty.discard(key)
             if retry_in is not None:
+                pending = self._delayed.pop(key, None)  # a backoff replaces any coalescing timer: it sets the pace
+                if pending is not None:
+                    pending.cancel()
                 self._add_later(key, retry_in)
             elif dirty:
                 self._add(key, 0.0)

@@ -59,6 +59,14 @@ class CheckpointError(ValueError):
     """The weights folder is incomplete, corrupt, or not a gpt-oss checkpoint; the message names the file."""
 
 
+class ChecksumMismatchError(CheckpointError):
+    """A downloaded file differs from the checksum its source published (`path` is the file)."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 # --------------------------------------------------------------------------------------------------
 # safetensors files (written and read here because numpy has no bfloat16)
 # --------------------------------------------------------------------------------------------------
@@ -336,6 +344,12 @@ def checkpoint_model_name(config: Mapping[str, Any]) -> str | None:
 
 # --------------------------------------------------------------------------------------------------
 # sha256 manifest (written by the fetcher after a download, checked before serving)
+#
+# The checksums are computed and checked once, by the fetcher, right after the download: each file's
+# sha256 (and git blob id) against the ETag the Hub recorded for it (an LFS file's ETag is its sha256, a
+# small file's is its git blob id). The completion marker then records that the manifest was verified, and
+# a server start checks only sizes against the manifest: re-hashing 13 or 65 GB on every start would cost
+# minutes of the startup budget and prove nothing the fetcher has not already proven.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -351,25 +365,74 @@ def _manifest_candidates(directory: Path) -> list[Path]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    return file_digests(path)[0]
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, in one read."""
+    sha256 = hashlib.sha256()
+    git_blob = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
     with path.open("rb") as handle:
         while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha256.update(chunk)
+            git_blob.update(chunk)
+    return sha256.hexdigest(), git_blob.hexdigest()
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """What `write_manifest` recorded: files, bytes, and how many matched a checksum from the source."""
+
+    files: int
+    total_bytes: int
+    verified_files: int
 
 
 def write_manifest(directory: Path) -> Path:
     """Write `<directory>/.gptoss-manifest.json`: {"version": 1, "files": {relative path: {size, sha256}}}."""
     directory = Path(directory)
-    files = {
-        path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": sha256_file(path)}
-        for path in _manifest_candidates(directory)
-    }
+    write_verified_manifest(directory, {})
+    return directory / MANIFEST_FILE_NAME
+
+
+def write_verified_manifest(directory: Path, source_etags: Mapping[str, str]) -> ManifestSummary:
+    """Hash every file once, check it against the source's ETag when one is known, write the manifest.
+
+    `source_etags` maps relative paths to the ETag the download recorded: 64 hex digits are a sha256 (LFS
+    files), 40 a git blob id (small files); anything else (a mirror's own tag) is not a checksum and is
+    skipped. A mismatch raises CheckpointError naming the file; nothing is written then.
+    """
+    directory = Path(directory)
+    files: dict[str, dict[str, Any]] = {}
+    verified = 0
+    for path in _manifest_candidates(directory):
+        relative = path.relative_to(directory).as_posix()
+        sha256, git_blob = file_digests(path)
+        expected = _etag_checksum(source_etags.get(relative))
+        if expected is not None:
+            if expected not in (sha256, git_blob):
+                raise ChecksumMismatchError(
+                    f"{path} does not match the checksum its source published ({expected}): the download is "
+                    "corrupt; fetch it again",
+                    path,
+                )
+            verified += 1
+        files[relative] = {"size": path.stat().st_size, "sha256": sha256}
     manifest_path = directory / MANIFEST_FILE_NAME
     manifest_path.write_text(
         json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
-    return manifest_path
+    return ManifestSummary(len(files), sum(int(entry["size"]) for entry in files.values()), verified)
+
+
+def _etag_checksum(etag: str | None) -> str | None:
+    """The checksum an ETag carries (sha256 or git blob id, lower-case hex), or None."""
+    if not etag:
+        return None
+    value = etag.strip().removeprefix("W/").strip('"').lower()
+    if len(value) in (40, 64) and all(ch in "0123456789abcdef" for ch in value):
+        return value
+    return None
 
 
 def check_manifest(directory: Path, *, verify_hashes: bool = True) -> int:
@@ -603,11 +666,14 @@ __all__ = [
     "MANIFEST_FILE_NAME",
     "CheckpointError",
     "CheckpointInfo",
+    "ChecksumMismatchError",
     "ImitatedModel",
+    "ManifestSummary",
     "StoredTensor",
     "check_manifest",
     "checkpoint_model_name",
     "expected_tensor_names",
+    "file_digests",
     "load_checkpoint_tensors",
     "make_tiny_checkpoint",
     "read_config",
@@ -615,4 +681,5 @@ __all__ = [
     "verify_checkpoint",
     "write_manifest",
     "write_safetensors",
+    "write_verified_manifest",
 ]

@@ -11,6 +11,7 @@ gptoss-runtime mirror --root DIR [--host H] [--port P]   (serves DIR/<org>/<repo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 from gptoss_runtime import contract
 
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 _SERVE_ENGINES = ("reference", "trtllm", "scripted")  # scripted: tests only, not listed in --help
 
 
@@ -94,6 +96,12 @@ def _add_fetch(fetch: argparse.ArgumentParser) -> None:
     fetch.add_argument("--retries", type=int, default=5, help="attempts before giving up")
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     fetch.add_argument("--retry-backoff", type=float, default=2.0, help="first wait between attempts, doubling")
+    fetch.add_argument(
+        "--progress-port",
+        type=int,
+        default=contract.FETCH_PROGRESS_PORT,
+        help="serve download progress as Prometheus text on this port (0: off)",
+    )
 
 
 def _engine_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -172,13 +180,23 @@ def _fetch(args: argparse.Namespace) -> int:
         retries=args.retries,
         timeout_s=args.timeout,
         backoff_s=args.retry_backoff,
+        progress_port=args.progress_port or None,
     )
     try:
         fetch(options)
     except FetchError as error:
         print(f"gptoss-runtime fetch: {error}", file=sys.stderr)
+        _write_termination_message(f"gptoss-runtime fetch: {error}")
         return 1
     return 0
+
+
+def _write_termination_message(message: str) -> None:
+    """Leave the error where Kubernetes shows it (the container's termination message; status quotes it)."""
+    path = Path(TERMINATION_LOG)
+    if path.exists():
+        with contextlib.suppress(OSError):  # not in a container, or not writable: stderr said it already
+            path.write_text(message[:4096], encoding="utf-8")
 
 
 def _make_tiny_checkpoint(args: argparse.Namespace) -> int:

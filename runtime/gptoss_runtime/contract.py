@@ -17,6 +17,14 @@ OPENAI_PORT: Final = 9000  # the OpenAI-compatible gateway
 
 PORT_NAMES: Final = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT, "openai": OPENAI_PORT}
 
+# The weights download pod (`gptoss-runtime fetch`) serves its progress as Prometheus text on this port;
+# the operator reads it for status.weights (bytes done and total, rate, ETA).
+FETCH_PROGRESS_PORT: Final = 8003
+FETCH_PROGRESS_PORT_NAME: Final = "progress"
+FETCH_BYTES_DONE_METRIC: Final = "gptoss_fetch_bytes_done"
+FETCH_BYTES_TOTAL_METRIC: Final = "gptoss_fetch_bytes_total"
+FETCH_BYTES_PER_SECOND_METRIC: Final = "gptoss_fetch_bytes_per_second"
+
 # The Triton model that serves gpt-oss (Python backend, decoupled).
 TRITON_MODEL_NAME: Final = "gpt_oss"
 
@@ -26,6 +34,8 @@ PLAN_FILE_NAME: Final = "plan.json"  # key in the plan ConfigMap
 PLAN_PATH: Final = f"{PLAN_DIR}/{PLAN_FILE_NAME}"
 WEIGHTS_DIR: Final = "/models"  # the weight cache volume's mount point
 WEIGHTS_COMPLETE_MARKER: Final = ".gptoss-complete"  # written last by `gptoss-runtime fetch`
+# Key of the marker's JSON saying the fetcher verified every file's checksum (servers then check sizes only).
+MARKER_CHECKSUMS_KEY: Final = "checksums"
 HF_TOKEN_DIR: Final = "/var/run/secrets/gptoss"  # noqa: S105 - a mount path, not a secret
 HF_TOKEN_FILE_NAME: Final = "hf-token"  # noqa: S105 - a file name, not a secret
 HF_TOKEN_PATH: Final = f"{HF_TOKEN_DIR}/{HF_TOKEN_FILE_NAME}"

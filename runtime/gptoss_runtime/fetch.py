@@ -8,8 +8,12 @@
   starts over.
 - Per-request timeouts; whole attempts retried with exponential backoff; a progress line at most every
   few seconds per progress bar.
-- Then the checkpoint is verified (config, index, shards), a sha256 manifest written, and the
-  completion marker `contract.WEIGHTS_COMPLETE_MARKER` written last, atomically. A run that finds the
+- Then the checkpoint is verified (config, index, shards), every file hashed once and checked against
+  the checksum the Hub published for it (the ETag huggingface_hub records per file: sha256 for LFS files,
+  the git blob id for small ones), a sha256 manifest written, and the completion marker
+  `contract.WEIGHTS_COMPLETE_MARKER` written last, atomically; the marker records that the checksums were
+  verified, so server pods check only sizes against the manifest. A corrupt file is deleted (with its
+  download record) and the run fails, so the Job's next attempt downloads it again. A run that finds the
   marker for the same repository and revision does nothing.
 - The Hugging Face token is read from a file (a mounted Secret); it is never logged.
 """
@@ -26,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from gptoss_runtime import checkpoint, contract
+from gptoss_runtime import checkpoint, contract, fetch_progress
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class FetchOptions:
     max_backoff_s: float = 60.0
     endpoint: str | None = None  # default: huggingface_hub's (HF_ENDPOINT or the public Hub)
     max_workers: int = 8
+    progress_port: int | None = None  # serve download progress there (`fetch_progress`); None: do not
 
 
 def skipped_patterns() -> list[str]:
@@ -158,9 +163,20 @@ def fetch(options: FetchOptions, *, sleep: Callable[[float], None] = time.sleep)
     ensure_writable(dest)
     marker_path(dest).unlink(missing_ok=True)  # another revision (or a corrupt marker): fetch anew
     token = read_token(options.token_file)
-    _download_with_retries(options, token, sleep)
+    with fetch_progress.reporting(dest, options.progress_port, lambda: _repository_bytes(options, token)):
+        _download_with_retries(options, token, sleep)
     _verify_and_mark(options)
     return dest
+
+
+def _repository_bytes(options: FetchOptions, token: str | None) -> int:
+    return fetch_progress.repository_bytes(
+        options.repo,
+        options.revision,
+        endpoint=options.endpoint,
+        token=token,
+        skipped_prefixes=contract.SKIPPED_CHECKPOINT_FOLDERS,
+    )
 
 
 def ensure_writable(dest: Path) -> None:
@@ -230,17 +246,64 @@ def _verify_and_mark(options: FetchOptions) -> None:
     except checkpoint.CheckpointError as error:
         raise FetchError(f"the download is not a complete gpt-oss checkpoint: {error}") from error
     log.info(
-        "verified %d shards (%.1f GiB); writing the sha256 manifest", len(info.shard_files), info.total_bytes / 2**30
+        "verified %d shards (%.1f GiB); checking checksums and writing the sha256 manifest",
+        len(info.shard_files),
+        info.total_bytes / 2**30,
     )
-    checkpoint.write_manifest(options.dest)
+    try:
+        summary = checkpoint.write_verified_manifest(options.dest, source_etags(options.dest))
+    except checkpoint.ChecksumMismatchError as error:
+        forget_download(options.dest, error.path)
+        raise FetchError(f"{error} (deleted; the next attempt downloads it again)") from error
+    log.info("%d of %d files matched the checksum their source published", summary.verified_files, summary.files)
     record = {
         "repo": options.repo,
         "revision": options.revision,
         "model": info.model_name,
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # Read by the server's start: with it, sizes against the manifest suffice (no re-hash).
+        contract.MARKER_CHECKSUMS_KEY: {
+            "algorithm": "sha256",
+            "manifest": checkpoint.MANIFEST_FILE_NAME,
+            "files": summary.files,
+            "bytes": summary.total_bytes,
+            "matchedSource": summary.verified_files,
+        },
     }
     marker = marker_path(options.dest)
     partial = marker.with_name(marker.name + ".partial")
     partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     partial.replace(marker)  # atomic: the marker exists only once everything before it is done
     log.info("%s@%s is complete in %s", options.repo, options.revision, options.dest)
+
+
+def source_etags(dest: Path) -> dict[str, str]:
+    """The ETag huggingface_hub recorded for each file it downloaded into `dest` (relative path -> ETag).
+
+    Read with huggingface_hub's reader of its local-dir records (`.cache/huggingface/download/`), a
+    private module: should a release move it, the files are still hashed into the manifest, only not
+    compared with the Hub's checksums (logged).
+    """
+    try:
+        from huggingface_hub._local_folder import read_download_metadata
+    except ImportError:
+        log.warning("this huggingface_hub keeps no readable download records; checksums not compared with the Hub")
+        return {}
+
+    etags: dict[str, str] = {}
+    for path in sorted(dest.rglob("*")):
+        relative = path.relative_to(dest)
+        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+            continue
+        metadata = read_download_metadata(dest, relative.as_posix())
+        if metadata is not None and metadata.etag:
+            etags[relative.as_posix()] = metadata.etag
+    return etags
+
+
+def forget_download(dest: Path, path: Path) -> None:
+    """Delete a corrupt file and huggingface_hub's record of it, so that the next run downloads it anew."""
+    path.unlink(missing_ok=True)
+    from huggingface_hub._local_folder import get_local_download_paths  # present: source_etags found a record
+
+    get_local_download_paths(dest, path.relative_to(dest).as_posix()).metadata_path.unlink(missing_ok=True)

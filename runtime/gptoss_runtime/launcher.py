@@ -147,16 +147,30 @@ def _join_paths(parts: Sequence[str]) -> str:
 def verify_weights(
     weights_dir: Path, *, require_marker: bool, revision: str | None, verify_checksums: bool = True
 ) -> CheckpointInfo:
-    """Config, index and shard sizes; checksums when a manifest exists; the marker when required."""
+    """Config, index and shard sizes; the manifest when one exists; the marker when required.
+
+    The manifest's sha256s are checked only when the fetcher did not record that it verified them already
+    (its marker's `checksums`): a start then costs a directory listing, not a re-hash of 13 or 65 GB.
+    """
     try:
         info = checkpoint.verify_checkpoint(weights_dir)
         if (weights_dir / checkpoint.MANIFEST_FILE_NAME).is_file():
-            checkpoint.check_manifest(weights_dir, verify_hashes=verify_checksums)
+            rehash = verify_checksums and not checksums_verified_at_fetch(weights_dir)
+            checkpoint.check_manifest(weights_dir, verify_hashes=rehash)
     except checkpoint.CheckpointError as error:
         raise LaunchError(f"--weights: {error}") from error
     if require_marker:
         _check_marker(weights_dir, revision)
     return info
+
+
+def checksums_verified_at_fetch(weights_dir: Path) -> bool:
+    """Whether the completion marker says the fetcher verified every file's checksum after the download."""
+    try:
+        recorded = json.loads((weights_dir / contract.WEIGHTS_COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and isinstance(recorded.get(contract.MARKER_CHECKSUMS_KEY), dict)
 
 
 def _check_marker(weights_dir: Path, revision: str | None) -> None:

@@ -3,13 +3,23 @@
 The operator's planner produces a `ServingPlan`; the operator stores it in a ConfigMap (key
 `contract.PLAN_FILE_NAME`, JSON with camelCase keys) and in `status.plan`; the pod's launcher reads it
 and renders the Triton model repository and TensorRT-LLM options from it.
+
+Compatibility: a pod may run an older runtime than the operator that wrote its plan (the operator was
+upgraded, the pods were not). So the reader is lenient where it is safe and strict where it is not:
+- `schemaVersion` is the plan's major version. A change an older reader can safely ignore (a new
+  optional field) keeps it; a change that alters the meaning of existing fields raises it. A reader
+  refuses a major version newer than its own with `PlanVersionError`, which names both versions and the fix.
+- Fields this runtime does not know are dropped before validation and logged once per read (a newer
+  operator's optional additions). The models themselves stay strict (`extra="forbid"`), so a typo in the
+  operator's own planner is still an error where the plan is built.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -19,7 +29,13 @@ MoeBackend = Literal["TRITON", "CUTLASS", "TRTLLM"]
 KvCacheDtype = Literal["auto", "bf16", "fp8"]
 ReasoningEffort = Literal["low", "medium", "high"]
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 1  # the major version this runtime writes and reads
+
+log = logging.getLogger(__name__)
+
+
+class PlanVersionError(ValueError):
+    """The plan was written for a major version of the contract this runtime does not know."""
 
 
 class _CamelModel(BaseModel):
@@ -91,8 +107,50 @@ class ServingPlan(_CamelModel):
 
     @classmethod
     def from_json(cls, text: str) -> ServingPlan:
-        return cls.model_validate_json(text)
+        """Read a plan, perhaps written by a newer operator: unknown fields dropped (logged), major version checked."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a serving plan is a JSON object, not {type(data).__name__}")
+        check_schema_version(data)
+        unknown: list[str] = []
+        known = _known_fields(cls, data, "", unknown)
+        if unknown:
+            log.info(
+                "the plan has fields this runtime does not know (written by a newer operator?); ignored: %s",
+                ", ".join(unknown),
+            )
+        return cls.model_validate(known)
 
     @classmethod
     def load(cls, path: Path) -> ServingPlan:
         return cls.from_json(path.read_text(encoding="utf-8"))
+
+
+def check_schema_version(data: dict[str, Any]) -> None:
+    """Refuse a plan of a newer major version: its fields may mean what this runtime cannot honour."""
+    version = data.get("schemaVersion", PLAN_SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PlanVersionError(f"schemaVersion: {version!r} is not a plan version (a positive integer)")
+    if version > PLAN_SCHEMA_VERSION:
+        raise PlanVersionError(
+            f"schemaVersion: the plan is of version {version}, this runtime reads up to version "
+            f"{PLAN_SCHEMA_VERSION}; run a server image as new as the operator (spec.image or the operator's "
+            "default image)"
+        )
+
+
+def _known_fields(model: type[BaseModel], data: dict[str, Any], prefix: str, unknown: list[str]) -> dict[str, Any]:
+    """`data` without the keys `model` does not declare (recursively); their paths are added to `unknown`."""
+    by_alias = {(field.alias or name): field for name, field in model.model_fields.items()}
+    by_alias.update(model.model_fields)  # populate_by_name: snake_case keys are accepted too
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        field = by_alias.get(key)
+        if field is None:
+            unknown.append(f"{prefix}{key}")
+            continue
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel) and isinstance(value, dict):
+            value = _known_fields(nested, value, f"{prefix}{key}.", unknown)
+        kept[key] = value
+    return kept

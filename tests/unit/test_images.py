@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO / "e2e" / "images"
 RUNTIME_DOCKERFILE = (REPO / "runtime" / "Dockerfile").read_text()
 OPERATOR_DOCKERFILE = (REPO / "operator" / "Dockerfile").read_text()
+FETCHER_DOCKERFILE = (REPO / "runtime" / "Dockerfile.fetcher").read_text()
 
 
 def load_images_module() -> ModuleType:
@@ -208,6 +211,7 @@ def test_the_pytriton_the_dockerfile_installs_is_in_the_wheelhouse() -> None:
         ("base", r"localhost/gpt-oss-operator/debian-base:bookworm-[0-9a-f]{12}"),
         ("runtime-cpu", r"localhost/gpt-oss-operator/runtime:cpu-[0-9a-f]{12}"),
         ("operator", r"localhost/gpt-oss-operator/operator:[0-9a-f]{12}"),
+        ("fetcher", r"localhost/gpt-oss-operator/fetcher:[0-9a-f]{12}"),
     ],
 )
 def test_refs_are_pinned_by_content(target: str, pattern: str, tmp_path: Path) -> None:
@@ -281,6 +285,43 @@ def test_the_script_sets_build_args_the_dockerfiles_declare(dockerfile: str, bas
     assert "--mount=type=bind,target=/context" in text
     assert "--no-index --find-links /context/wheels" in text
     assert f'"{base_arg}"' in (IMAGES_DIR / "images.py").read_text()
+
+
+def test_the_fetcher_is_a_target_of_all_with_its_own_dockerfile_and_hash(project: Path) -> None:
+    assert images.TARGETS["fetcher"] is images.FETCHER and images.FETCHER.env_name == "FETCHER"
+    assert images.BUILDERS["fetcher"] is images.build_fetcher
+    write(project, "runtime/Dockerfile.fetcher", "FROM scratch\n")
+    fetcher = images.project_image_hash(images.FETCHER, "runtime/Dockerfile.fetcher", project, "base", "wheels")
+    assert fetcher != runtime_hash(project)
+    write(project, "runtime/Dockerfile.fetcher", "FROM scratch\nUSER 1000\n")
+    assert images.project_image_hash(images.FETCHER, "runtime/Dockerfile.fetcher", project, "base", "wheels") != fetcher
+
+
+def test_the_fetcher_image_holds_no_server_stack_and_runs_non_root() -> None:
+    assert FETCHER_DOCKERFILE.count("\nFROM ") == 1 and "FROM ${BASE_IMAGE}" in FETCHER_DOCKERFILE
+    instructions = "\n".join(line for line in FETCHER_DOCKERFILE.lower().splitlines() if not line.startswith("#"))
+    for heavy in ("triton", "tensorrt", "[runtime]", "cuda"):
+        assert heavy not in instructions
+    assert "--no-deps /tmp/src" in FETCHER_DOCKERFILE  # the project without pydantic, jinja2, ...
+    assert '"$site/gptoss_operator"' in FETCHER_DOCKERFILE  # ...and without the operator package
+    (user,) = re.findall(r"^USER (\S+)$", FETCHER_DOCKERFILE, re.MULTILINE)
+    assert user == "1000:1000"
+    assert "HOME=/tmp" in FETCHER_DOCKERFILE
+    assert 'ENTRYPOINT ["gptoss-runtime"]' in FETCHER_DOCKERFILE
+    assert "--no-index --find-links /context/wheels" in FETCHER_DOCKERFILE
+    for key in ("WHEELHOUSE_KEY", "SOURCES_KEY"):
+        assert re.search(rf'^ARG {key}=""$', FETCHER_DOCKERFILE, re.MULTILINE)
+
+
+def test_the_fetcher_installs_exactly_the_runtime_extras_lines_the_fetch_imports(tmp_path: Path) -> None:
+    """The Dockerfile's selection, run against the project's pyproject.toml: pyproject stays the one pin."""
+    (program,) = re.findall(r"python3 -c '(import re, tomllib;.*?)' \\\n", FETCHER_DOCKERFILE, re.DOTALL)
+    program = program.replace("\\\n", "").replace("/context/pyproject.toml", str(REPO / "pyproject.toml"))
+    selected = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    lines = selected.stdout.split()
+    runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["runtime"]
+    assert lines == [r for r in runtime if r.startswith(("huggingface-hub", "numpy", "tokenizers"))]
+    assert len(lines) == 3
 
 
 def test_pause_program_stops_on_term_and_int_and_reaps_children() -> None:

@@ -61,52 +61,61 @@ app.kubernetes.io/part-of: gpt-oss-operator
 
 {{/*
 RBAC rules for GptOssDeployments and their children, shared by the ClusterRole (all namespaces) and the
-per-namespace Roles (watchNamespaces). Exactly the verbs the operator uses:
-- gptossdeployments: get (fresh read per reconcile), list/watch (Kopf), patch (Kopf's annotations);
-  status: patch; scale: get/patch (the autoscaler);
-- children: list and watch (the operator's watch-fed caches of its children, every kind it manages),
+per-namespace Roles (watchNamespaces). Exactly the verbs the operator uses (kube.py and Kopf; docs/security.md
+lists them), audited against every request it makes; tests/unit/chart/test_chart_rbac.py keeps it so:
+- gptossdeployments: get (fresh read per reconcile), list/watch (Kopf and the caches), patch (Kopf, and the
+  one-time move of status field ownership); status: patch (server-side apply); scale: patch (the autoscaler);
+  finalizers: update (children carry blockOwnerDeletion owner references; OpenShift's admission requires it);
+- children: get (is a same-named object someone else's? never adopted), list/watch (the watch-fed caches),
   create+patch (server-side apply creates or updates), delete (prune);
-- events: create (and patch, for aggregation by the server).
-Nodes and pods are read cluster-wide (rbac.yaml): free GPUs count every tenant's pods.
+- secrets: get only, and the operator asks for metadata only (PartialObjectMetadata): is a token Secret
+  labelled gptoss.io/weights-token=true? RBAC cannot tell metadata from data; the operator never asks for data;
+- pods: list/watch here only when rbac.clusterWidePodReads is false (else the cluster-wide rule covers them);
+- events: create (the operator posts core/v1 Events; Kopf's own posting is off).
 */}}
 {{- define "gpt-oss-operator.namespacedRules" -}}
 - apiGroups: ["gptoss.io"]
   resources: ["gptossdeployments"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["gptoss.io"]
-  resources: ["gptossdeployments/status"]
+  resources: ["gptossdeployments/status", "gptossdeployments/scale"]
   verbs: ["patch"]
 - apiGroups: ["gptoss.io"]
-  resources: ["gptossdeployments/scale"]
-  verbs: ["get", "patch"]
+  resources: ["gptossdeployments/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["configmaps", "services", "persistentvolumeclaims"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- if not .Values.rbac.clusterWidePodReads }}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

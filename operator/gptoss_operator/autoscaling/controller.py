@@ -4,14 +4,16 @@ Per deployment with `autoscaling.enabled`:
 
 - mode operator: read the server pods (pods being deleted left out; a ready pod's `started_at` is its Ready
   condition's lastTransitionTime), scrape the ready ones concurrently, `policy.decide`, cap the result by
-  `capacity.replicas_that_fit` over the cluster's nodes and pods, set the replicas through the CR's scale
-  subresource when the capped value differs, then record status.autoscaling (the decision history rides
-  along in status, so a restarted operator resumes its stabilization windows), CapacityLimited and
-  ScalingActive, Events and metrics;
+  `capacity.replicas_that_fit` over the cluster's nodes and pods, record status.autoscaling (the decision
+  history rides along in status, so a restarted operator resumes its stabilization windows),
+  CapacityLimited and ScalingActive, then - only once that record is written - set the replicas through
+  the CR's scale subresource when the capped value differs; Events and metrics;
 - modes hpa and keda: the HPA or ScaledObject (built by the reconcile) acts; record the mode and
   ScalingActive (False/KedaNotInstalled where KEDA's CRDs are missing);
 - disabled: remove what the autoscaler wrote before.
 
+Status is written by server-side apply as `names.FIELD_MANAGER_AUTOSCALER`, stating only the fields the
+autoscaler owns (status_ownership); the reconcile's fields and conditions belong to another manager.
 Every API call goes through `AutoscalerApi` (the `kube` module in production, fakes in tests), run in a
 thread because the Kubernetes client blocks. Pure parts live in policy, capacity, signals and record.
 """
@@ -27,10 +29,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from gptoss_operator import builders, metrics, names, planner
+from gptoss_operator import builders, metrics, names, planner, status_ownership
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders.context import child_name
-from gptoss_operator.kube import ApiError, TransientApiError
+from gptoss_operator.kube import ApiError
 from gptoss_operator.parsing import parse_deployment, read_status
 from gptoss_operator.settings import OperatorSettings
 from gptoss_operator.status import ConditionValue
@@ -49,15 +51,11 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Scrape = Callable[[str], Awaitable[MetricsSample]]  # metrics URL -> sample; raises ScrapeError
 
-STATUS_CONFLICT_RETRIES = 3
-
 
 class AutoscalerApi(Protocol):
     """The API calls the autoscaler makes (blocking; `kube.Kube` plus two small adapters)."""
 
     def list_deployments(self, namespaces: Sequence[str]) -> list[Json]: ...
-
-    def get_deployment(self, namespace: str, name: str) -> Json | None: ...
 
     def nodes(self) -> list[Json]: ...
 
@@ -65,9 +63,7 @@ class AutoscalerApi(Protocol):
 
     def serves_keda(self) -> bool: ...
 
-    def patch_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
-    ) -> Json: ...
+    def apply_status(self, namespace: str, name: str, status_fields: Mapping[str, Any], field_manager: str) -> Json: ...
 
     def scale(self, namespace: str, name: str, replicas: int) -> Json: ...
 
@@ -187,6 +183,8 @@ class Autoscaler:
         return [r for r in results if r is not None]
 
     async def _snapshot(self) -> ClusterSnapshot | None:
+        if not self.settings.cluster_wide_pod_reads:  # other tenants' pods are not read: no capacity cap
+            return None
         try:
             nodes = await asyncio.to_thread(self.api.nodes)
             pods = await asyncio.to_thread(self.api.active_pods)
@@ -254,8 +252,8 @@ class Autoscaler:
         capped = cap(decision.desired, current, fit) if fit is not None else Cap(decision.desired, False, "")
         applied = capped.replicas
         history = record.compact(memory.history.record(now, decision, config, applied))
-        # The record first, then the scale: the reconcile that the scale triggers then reads both, instead of
-        # racing this status write (a 409 and a retry on every scale).
+        # The record first, then the scale: a decision that could not be recorded raises here and is not acted
+        # on, and the reconcile that the scale triggers reads the record along with the new replicas.
         written = await self._record_operator(body, decision, applied, capped, fit, history, now)
         if applied != current:
             await asyncio.to_thread(self.api.scale, namespace, name, applied)
@@ -388,44 +386,33 @@ class Autoscaler:
         remove_autoscaling: bool = False,
         generation_bump: int = 0,
     ) -> bool:
-        """Patch status.autoscaling and the autoscaler's conditions when they changed; False when unchanged.
+        """Apply status.autoscaling and the autoscaler's conditions when they changed; False when unchanged.
 
-        The patch carries the resourceVersion it was computed from; on a conflict (a reconcile wrote the
-        status meanwhile) it is recomputed on a fresh read, never written over the newer status.
+        Server-side apply as `names.FIELD_MANAGER_AUTOSCALER`, which owns only these fields (the reconcile's
+        belong to another manager), so the write needs no resourceVersion and a concurrent reconcile neither
+        conflicts with it nor loses to it. A failed apply raises `RecordNotWritten`: nothing is scaled on a
+        decision that is not recorded (the next round decides again).
         """
         namespace, name = str(_meta(body).get("namespace")), str(_meta(body).get("name"))
-        for _attempt in range(STATUS_CONFLICT_RETRIES):
-            patch = _status_patch(
-                body,
-                autoscaling,
-                conditions,
-                now,
-                remove_autoscaling=remove_autoscaling,
-                generation_bump=generation_bump,
-            )
-            if patch is None:
-                return False
-            try:
-                await asyncio.to_thread(
-                    self.api.patch_status, namespace, name, patch, _meta(body).get("resourceVersion")
-                )
-            except TransientApiError as error:
-                if error.code != 409:
-                    raise
-                fresh = await asyncio.to_thread(self.api.get_deployment, namespace, name)
-                if fresh is None:
-                    return False
-                body = fresh
-                continue
-            previous = body.get("status") or {}
-            for event in record.condition_events(previous, patch.get("conditions") or []):
-                await asyncio.to_thread(self.api.emit_event, body, event.type, event.reason, event.message)
-            return True
-        # Raised, not returned: a scale must never happen without its record (the next round decides again).
-        raise RecordNotWritten(f"status of {namespace}/{name} kept changing; not scaling, trying next round")
+        previous = body.get("status") or {}
+        fields = _status_fields(
+            body, autoscaling, conditions, now, remove_autoscaling=remove_autoscaling, generation_bump=generation_bump
+        )
+        live = status_ownership.live_fields(
+            previous, keys=("autoscaling",), owned_conditions=names.AUTOSCALER_CONDITIONS
+        )
+        if status_ownership.same_fields(fields, live):
+            return False
+        try:
+            await asyncio.to_thread(self.api.apply_status, namespace, name, fields, names.FIELD_MANAGER_AUTOSCALER)
+        except ApiError as error:
+            raise RecordNotWritten(f"status of {namespace}/{name} not recorded ({error}); not scaling") from error
+        for event in record.condition_events(previous, fields.get("conditions") or []):
+            await asyncio.to_thread(self.api.emit_event, body, event.type, event.reason, event.message)
+        return True
 
 
-def _status_patch(
+def _status_fields(
     body: Json,
     autoscaling: Json | None,
     conditions: Mapping[str, ConditionValue | None],
@@ -433,22 +420,13 @@ def _status_patch(
     *,
     remove_autoscaling: bool,
     generation_bump: int = 0,
-) -> Json | None:
+) -> Json:
+    """Everything the autoscaler states in status: status.autoscaling (None: as it is) and its conditions."""
     status = body.get("status") or {}
     generation = int(_meta(body).get("generation") or 0) + generation_bump
     merged = record.merge_conditions(status, conditions, generation=generation, now=record.rfc3339(now))
-    patch: Json = {}
-    if record.conditions_by_type({"conditions": merged}) != record.conditions_by_type(status):
-        patch["conditions"] = merged
-    before = status.get("autoscaling") or {}
-    if remove_autoscaling:
-        if before:
-            patch["autoscaling"] = None
-    elif autoscaling is not None:
-        changed = {k: v for k, v in autoscaling.items() if before.get(k) != v and not (v is None and k not in before)}
-        if changed:
-            patch["autoscaling"] = changed
-    return patch or None
+    kept = None if remove_autoscaling else (status.get("autoscaling") if autoscaling is None else autoscaling)
+    return status_ownership.autoscaler_fields(kept, merged, names.AUTOSCALER_CONDITIONS)
 
 
 def _pod_key(pod: Mapping[str, Any]) -> str:

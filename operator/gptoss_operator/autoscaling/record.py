@@ -1,7 +1,8 @@
 """What the autoscaler writes down: `status.autoscaling`, its conditions and its Events (pure).
 
 Inputs in, data out: the previous status, the decision, the capacity cap and the time (Unix seconds,
-turned into RFC 3339 here). The controller patches what these functions return.
+turned into RFC 3339 here). The controller applies what these functions return (server-side apply as
+`names.FIELD_MANAGER_AUTOSCALER`).
 
 The autoscaler owns two conditions, in the standard shape (`lastTransitionTime` moves only when the status
 flips): `CapacityLimited` (operator mode: the signals asked for more replicas than free GPUs hold) and
@@ -26,7 +27,7 @@ Json = dict[str, Any]
 
 MAX_DECISIONS: Final = 10
 MAX_HISTORY: Final = 500  # below the CRD's maxItems (512)
-OWNED_CONDITIONS: Final = (names.COND_CAPACITY_LIMITED, names.COND_SCALING_ACTIVE)
+OWNED_CONDITIONS: Final = names.AUTOSCALER_CONDITIONS
 # Reasons of the autoscaler's conditions.
 REASON_CAPPED: Final = "InsufficientFreeGPUs"
 REASON_WITHIN_CAPACITY: Final = "WithinCapacity"
@@ -137,10 +138,10 @@ def merge_conditions(
     generation: int,
     now: str,
 ) -> list[Json]:
-    """The full conditions list with the autoscaler's conditions set (None: removed), others untouched.
+    """The conditions list with the autoscaler's conditions set (None: removed), others untouched.
 
-    A merge patch replaces lists whole, so the list must carry every condition; the controller writes it
-    with the resourceVersion it was computed from, so a concurrent reconcile makes it retry, never lose.
+    The controller applies only the autoscaler's entries of it (`status.conditions` is a list map keyed by
+    type, so the reconcile's entries, owned by another field manager, are neither restated nor removed).
     """
     previous = conditions_by_type(status)
     result = [dict(c) for t, c in previous.items() if t not in values]

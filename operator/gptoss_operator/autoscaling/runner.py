@@ -48,9 +48,6 @@ class KubeAutoscalerApi:
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
         return [item for namespace in scopes for item in self.kube.list_items(GPTOSS, namespace)]
 
-    def get_deployment(self, namespace: str, name: str) -> Json | None:
-        return self.kube.get(GPTOSS, namespace, name)
-
     def nodes(self) -> list[Json]:
         cache = self._cache()
         return cache.snapshot().nodes if cache is not None else self.kube.nodes()
@@ -71,8 +68,8 @@ class KubeAutoscalerApi:
             log.debug("KEDA discovery failed: %s", error)
             return False
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None) -> Json:
-        return self.kube.patch_status(namespace, name, status, resource_version)
+    def apply_status(self, namespace: str, name: str, status_fields: Mapping[str, Any], field_manager: str) -> Json:
+        return self.kube.apply_status(namespace, name, status_fields, field_manager)
 
     def scale(self, namespace: str, name: str, replicas: int) -> Json:
         return self.kube.scale(namespace, name, replicas)

@@ -19,6 +19,7 @@ from gptoss_operator.builders.context import (
     BuildContext,
     ClusterFeatures,
     Manifest,
+    RuntimeInputs,
     label_value,
     server_selector,
     server_selector_string,
@@ -39,6 +40,7 @@ __all__ = [
     "ClusterFeatures",
     "ManagedKind",
     "Manifest",
+    "RuntimeInputs",
     "build_children",
     "download_job_name",
     "label_value",
@@ -100,8 +102,9 @@ def build_children(
     plan: ServingPlan,
     settings: OperatorSettings,
     features: ClusterFeatures = ClusterFeatures(),  # noqa: B008 - frozen dataclass, safe as a default
+    runtime: RuntimeInputs = RuntimeInputs(),  # noqa: B008 - frozen dataclass, safe as a default
 ) -> list[Manifest]:
-    """Every desired child of `cr`, in a deterministic order."""
-    ctx = BuildContext(cr=cr, plan=plan, settings=settings, features=features)
+    """Every desired child of `cr`, in a deterministic order (`runtime`: what status.runtime recorded)."""
+    ctx = BuildContext(cr=cr, plan=plan, settings=settings, features=features, runtime=runtime)
     children = (builder(ctx) for builder in BUILDERS)
     return [child for child in children if child is not None]

@@ -32,6 +32,31 @@ class ClusterFeatures:
     keda: bool = False  # keda.sh/v1alpha1 ScaledObject
 
 
+# The revision of the server pod template's shape. A builder change that alters the pod template of an
+# unchanged CR must bump it and keep the old output for the old revision (tests/unit/builders/
+# test_builders_released.py holds the released templates); see docs/upgrades.md.
+POD_TEMPLATE_REVISION: Final = 1
+RELEASED_TEMPLATE_REVISIONS: Final = (1,)
+
+
+@dataclass(frozen=True)
+class RuntimeInputs:
+    """What a CR's pods were resolved with once (status.runtime): they outlive the operator version.
+
+    `image` None means the operator's default image; `template_revision` picks the pod template's shape.
+    """
+
+    image: str | None = None
+    template_revision: int = POD_TEMPLATE_REVISION
+
+    def __post_init__(self) -> None:
+        if self.template_revision not in RELEASED_TEMPLATE_REVISIONS:
+            known = ", ".join(str(r) for r in RELEASED_TEMPLATE_REVISIONS)
+            raise ValueError(
+                f"pod template revision {self.template_revision} is unknown (this operator renders {known})"
+            )
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """A custom resource, its plan and the operator settings: everything a builder may look at."""
@@ -40,6 +65,7 @@ class BuildContext:
     plan: ServingPlan
     settings: OperatorSettings
     features: ClusterFeatures = ClusterFeatures()
+    runtime: RuntimeInputs = RuntimeInputs()
 
     @property
     def name(self) -> str:

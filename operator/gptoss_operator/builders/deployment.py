@@ -1,10 +1,11 @@
 """The Deployment `<name>` that runs the Triton + TensorRT-LLM server pods.
 
 Choices, and why:
-- Rollout: always `RollingUpdate` with maxSurge 0 and maxUnavailable 1. A surge pod would need a spare GPU
-  that the cluster may not have, so the rollout would hang; with maxSurge 0 a replaced pod frees its GPUs
-  first. With one replica this behaves like `Recreate`, and one strategy for every replica count means
-  scaling from 1 to 2 never changes the strategy.
+- Rollout: `RollingUpdate`. Rendered offline it is maxSurge 0 and maxUnavailable 1: a surge pod would need a
+  spare GPU that the cluster may not have, so the rollout would hang; with maxSurge 0 a replaced pod frees
+  its GPUs first (with one replica that is a cold start with no server). The reconcile, which sees the free
+  GPUs, asks for `rolling_update_strategy(spare_replica_fits=True)` (maxSurge 1, maxUnavailable 0: no
+  replica goes dark) whenever a spare replica fits when a rollout starts (`upgrades.strategy_for`).
 - `gptoss.io/generation` is on the Deployment's metadata, not on the pod template: `spec.replicas` is part
   of the CR's spec, so every scale (the scale subresource, an HPA) bumps the CR's generation, and a
   template annotation would restart every pod on every scale. The pod template carries
@@ -20,9 +21,15 @@ Choices, and why:
 - GPUs come from `planner.gpu_placement`: the pods request `nvidia.com/gpu`, or one MIG slice's resource
   (`nvidia.com/mig-<profile>`, the device plugin's mixed strategy), and require the GPU Feature Discovery
   product label unless `gpu.nodeSelector` names the labels that identify the GPU nodes instead.
-- When the operator downloads the weights, an init container waits for the download's completion marker,
-  so a new pod shows `Init:0/1` while the Job runs instead of crash-looping (and then starting minutes
-  late because of the crash-loop back-off). It runs `sh`, which every image of the runtime has.
+- When the operator downloads the weights into a shared claim, an init container waits for the Job's
+  completion marker, so a new pod shows `Init:0/1` while the Job runs instead of crash-looping (and then
+  starting minutes late because of the crash-loop back-off). It runs `sh`, which every image of the runtime
+  has. With a volume per replica (the default, builders/weights.py), the init container is the download
+  itself (the operator's fetcher image) into the pod's own ephemeral volume. Only a first rollout waits
+  there: a later revision downloads while the old pods serve (`gptoss_operator.rollout`, docs/rollouts.md).
+- Startup budget: `spec.startupTimeoutSeconds`, else the weights read at a conservative rate plus the
+  engine's warm-up; `progressDeadlineSeconds` covers the download Job's deadline, that budget and
+  scheduling, so a slow first download is not reported as a failed rollout.
 - The CPU stand-in (operator setting `engine_stand_in: reference`, for clusters whose GPUs are simulated)
   changes only what a CPU can honour: the engine (`--engine reference`) and the CPU and memory of the
   server and gateway. The pods still request `nvidia.com/gpu` and keep the GPU affinity and tolerations,
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any, Final
 
 from gptoss_operator import names
@@ -48,7 +56,16 @@ from gptoss_operator.builders.context import (
     pod_security_context,
     short_hash,
 )
-from gptoss_operator.builders.weights import cache_claim_name, downloads
+from gptoss_operator.builders.weights import (
+    JOB_DEADLINE_SECONDS,
+    cache_claim_name,
+    downloads,
+    downloads_per_replica,
+    fetch_container,
+    fetch_volumes,
+    per_replica_weights_volume,
+)
+from gptoss_operator.catalog import model_facts
 from gptoss_operator.planner import gpu_placement
 from gptoss_operator.settings import ENGINE_STAND_IN_ENV
 from gptoss_runtime import contract
@@ -62,15 +79,21 @@ TMP_VOLUME: Final = "tmp"
 SHM_VOLUME: Final = "dshm"
 API_KEYS_VOLUME: Final = "api-keys"
 
+POD_LOOPBACK: Final = "127.0.0.1"
 SHM_SINGLE_GPU: Final = "1Gi"
 SHM_GIB_PER_GPU_MULTI: Final = 16
 TERMINATION_GRACE_SECONDS: Final = 60
-PROGRESS_DEADLINE_SECONDS: Final = 3600  # loading gpt-oss-120b from a network volume takes many minutes
 REVISION_HISTORY_LIMIT: Final = 3
 
-# Startup: up to 30 minutes to load the weights and warm up (period 10 s x 180).
+# Startup budget (spec.startupTimeoutSeconds overrides it): the weights read at a rate that even a slow
+# network volume sustains, plus the engine's warm-up (TensorRT-LLM init, CUDA graph capture, Triton's model
+# load). Server pods no longer re-hash the checkpoint (the fetcher verified it once), so reading is the cost.
 STARTUP_PERIOD_SECONDS: Final = 10
-STARTUP_FAILURE_THRESHOLD: Final = 180
+WEIGHTS_READ_MIB_PER_SECOND: Final = 50
+ENGINE_WARMUP_SECONDS: Final = 900
+# The progress deadline covers what a new pod may wait for: the weights download (the first rollout only:
+# later revisions download before the pods roll), its startup budget, and scheduling and image pulls.
+SCHEDULE_AND_PULL_SECONDS: Final = 900
 
 # Per replica CPU and memory when the spec does not say (host memory covers weight loading and /dev/shm).
 DEFAULT_CPU_PER_GPU: Final = 4
@@ -102,12 +125,18 @@ def build_deployment(ctx: BuildContext) -> Manifest:
         "spec": {
             "replicas": ctx.cr.spec.replicas,
             "selector": {"matchLabels": ctx.selector()},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "strategy": rolling_update_strategy(spare_replica_fits=False),
+            "progressDeadlineSeconds": progress_deadline_seconds(ctx),
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
             "template": _pod_template(ctx),
         },
     }
+
+
+def rolling_update_strategy(*, spare_replica_fits: bool) -> Manifest:
+    """Surge one replica when its GPUs are free (none goes dark); else replace one at a time in place."""
+    surge, unavailable = (1, 0) if spare_replica_fits else (0, 1)
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
 
 
 def _pod_template(ctx: BuildContext) -> Manifest:
@@ -145,7 +174,9 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
     }
     if not pod["affinity"]:
         del pod["affinity"]  # gpu.nodeSelector replaces the GPU Feature Discovery label and the spec has none
-    if downloads(ctx):
+    if downloads_per_replica(ctx):
+        pod["initContainers"] = [fetch_container(ctx)]
+    elif downloads(ctx):
         pod["initContainers"] = [_wait_for_weights_container(ctx)]
     pod["containers"] = containers
     pod["volumes"] = _volumes(ctx)
@@ -163,7 +194,8 @@ def _pod_spec(ctx: BuildContext) -> Manifest:
 
 
 def image(ctx: BuildContext) -> str:
-    return ctx.cr.spec.image or ctx.settings.default_image
+    """The CR's image, else the one recorded for it (status.runtime), else the operator's default."""
+    return ctx.cr.spec.image or ctx.runtime.image or ctx.settings.default_image
 
 
 def engine(ctx: BuildContext) -> str:
@@ -186,31 +218,70 @@ def server_command(ctx: BuildContext) -> list[str]:
         command.append("--require-marker")  # serve only a download that finished
     if not ctx.settings.weights_verify_checksums:
         command.append("--skip-checksums")
+    if ctx.plan.openai_endpoint:
+        # Triton's HTTP and gRPC answer only inside the pod (the gateway); metrics stay on all addresses.
+        command += ["--triton-address", POD_LOOPBACK]
     return command
 
 
 def _server_container(ctx: BuildContext) -> Manifest:
-    ports = [
-        {"name": "http", "containerPort": contract.HTTP_PORT, "protocol": "TCP"},
-        {"name": "grpc", "containerPort": contract.GRPC_PORT, "protocol": "TCP"},
-        {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
-    ]
     return {
         "name": SERVER_CONTAINER,
         "image": image(ctx),
         "imagePullPolicy": ctx.cr.spec.image_pull_policy,
         "command": server_command(ctx),
         "env": _server_env(ctx),
-        "ports": ports,
+        "ports": server_ports(ctx.plan.openai_endpoint),
         "resources": server_resources(ctx),
         "securityContext": container_security_context(),
-        "startupProbe": _http_probe(
-            "/v2/health/ready", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
-        ),
-        "readinessProbe": _http_probe("/v2/health/ready", period=10, failures=3),
-        "livenessProbe": _http_probe("/v2/health/live", period=15, failures=4),
+        **_server_probes(ctx),
         "volumeMounts": _server_mounts(ctx),
     }
+
+
+def server_ports(openai_endpoint: bool) -> list[Manifest]:
+    """Triton's HTTP and gRPC ports are the pod's interface only without the gateway (else on loopback)."""
+    port_names = ["metrics"] if openai_endpoint else ["http", "grpc", "metrics"]
+    return [{"name": name, "containerPort": contract.PORT_NAMES[name], "protocol": "TCP"} for name in port_names]
+
+
+def _server_probes(ctx: BuildContext) -> Manifest:
+    """Probes of the server container; the kubelet calls the pod IP, never its loopback.
+
+    With the gateway, Triton's HTTP port listens on loopback only, so the server is probed on its metrics
+    port (Triton's own HTTP server, on all addresses): it answers once tritonserver has started and for as
+    long as it is alive. Whether the model is ready is the gateway's `/readyz` (a gRPC ModelReady call to
+    Triton, failing at once when a drain starts), so the pod turns Ready only with a ready model.
+    """
+    if not ctx.plan.openai_endpoint:
+        return {
+            "startupProbe": _startup_probe(ctx, "/v2/health/ready", "http"),
+            "readinessProbe": _http_probe("/v2/health/ready", "http", period=10, failures=3),
+            "livenessProbe": _http_probe("/v2/health/live", "http", period=15, failures=4),
+        }
+    return {
+        "startupProbe": _startup_probe(ctx, "/metrics", "metrics"),
+        "livenessProbe": _http_probe("/metrics", "metrics", period=15, failures=4),
+    }
+
+
+def _startup_probe(ctx: BuildContext, path: str, port: str) -> Manifest:
+    failures = math.ceil(startup_budget_seconds(ctx) / STARTUP_PERIOD_SECONDS)
+    return _http_probe(path, port, period=STARTUP_PERIOD_SECONDS, failures=failures)
+
+
+def startup_budget_seconds(ctx: BuildContext) -> int:
+    """spec.startupTimeoutSeconds, else the weights read at WEIGHTS_READ_MIB_PER_SECOND plus the warm-up."""
+    if ctx.cr.spec.startup_timeout_seconds is not None:
+        return ctx.cr.spec.startup_timeout_seconds
+    weights_mib = model_facts(ctx.cr.spec.model).loaded_weights_gib * 1024
+    return math.ceil(weights_mib / WEIGHTS_READ_MIB_PER_SECOND) + ENGINE_WARMUP_SECONDS
+
+
+def progress_deadline_seconds(ctx: BuildContext) -> int:
+    """Longer than anything a healthy rollout waits for, so ProgressDeadlineExceeded means a real failure."""
+    download = JOB_DEADLINE_SECONDS if downloads(ctx) else 0
+    return download + startup_budget_seconds(ctx) + SCHEDULE_AND_PULL_SECONDS
 
 
 def _server_env(ctx: BuildContext) -> list[Manifest]:
@@ -254,7 +325,7 @@ def _gateway_container(ctx: BuildContext) -> Manifest:
             "gptoss-runtime",
             "gateway",
             "--triton-grpc",
-            f"127.0.0.1:{contract.GRPC_PORT}",
+            f"{POD_LOOPBACK}:{contract.GRPC_PORT}",
             "--port",
             str(contract.OPENAI_PORT),
             "--model-name",
@@ -292,9 +363,9 @@ def _api_keys_mounts(ctx: BuildContext) -> list[Manifest]:
     return [{"name": API_KEYS_VOLUME, "mountPath": contract.API_KEYS_DIR, "readOnly": True}]
 
 
-def _http_probe(path: str, *, period: int, failures: int) -> Manifest:
+def _http_probe(path: str, port: str, *, period: int, failures: int) -> Manifest:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -357,15 +428,23 @@ def _server_mounts(ctx: BuildContext) -> list[Manifest]:
 
 
 def _volumes(ctx: BuildContext) -> list[Manifest]:
-    claim = ctx.cr.spec.weights.existing_claim
-    claim_name = claim.claim_name if claim is not None else cache_claim_name(ctx)
     return [
         {"name": PLAN_VOLUME, "configMap": {"name": plan_config_map_name(ctx)}},
-        {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": claim_name, "readOnly": True}},
+        _weights_volume(ctx),
         {"name": TMP_VOLUME, "emptyDir": {}},
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(ctx.plan.gpus_per_replica)}},
         *_api_keys_volumes(ctx),
+        *(fetch_volumes(ctx) if downloads_per_replica(ctx) else []),
     ]
+
+
+def _weights_volume(ctx: BuildContext) -> Manifest:
+    """The pod's own ephemeral volume (the default), else the shared cache claim or the user's claim."""
+    if downloads_per_replica(ctx):
+        return per_replica_weights_volume(ctx)
+    claim = ctx.cr.spec.weights.existing_claim
+    claim_name = claim.claim_name if claim is not None else cache_claim_name(ctx)
+    return {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": claim_name, "readOnly": True}}
 
 
 def _api_keys_volumes(ctx: BuildContext) -> list[Manifest]:

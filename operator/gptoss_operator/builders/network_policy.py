@@ -1,6 +1,7 @@
 """The NetworkPolicy `<name>`: who may reach the server pods.
 
-Ingress only. The serving ports (HTTP, gRPC, OpenAI) are open to the deployment's own namespace and the
+Ingress only. The serving ports (the OpenAI gateway's; Triton's HTTP and gRPC only without the gateway,
+since with it they listen on the pod's loopback) are open to the deployment's own namespace and the
 allowed namespaces (or to everyone with allowAll); the metrics port is open to all so Prometheus can
 scrape from its own namespace. Egress is left unrestricted on purpose: the policy selects only the server
 pods (the download Job is not covered, it must reach Hugging Face or a mirror), and the server itself
@@ -20,9 +21,7 @@ def build_network_policy(ctx: BuildContext) -> Manifest | None:
     policy = ctx.cr.spec.network_policy
     if not policy.enabled:
         return None
-    serving_ports = [contract.HTTP_PORT, contract.GRPC_PORT]
-    if ctx.plan.openai_endpoint:
-        serving_ports.append(contract.OPENAI_PORT)
+    serving_ports = [contract.OPENAI_PORT] if ctx.plan.openai_endpoint else [contract.HTTP_PORT, contract.GRPC_PORT]
     serving_rule: Manifest = {"ports": [{"protocol": "TCP", "port": port} for port in serving_ports]}
     if not policy.allow_all:
         namespaces = sorted({ctx.namespace, *policy.allowed_namespaces})

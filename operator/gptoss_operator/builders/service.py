@@ -1,4 +1,9 @@
-"""The Service `<name>` in front of the server pods."""
+"""The Service `<name>` in front of the server pods.
+
+With the gateway (serving.openaiEndpoint, the default) the Service carries the OpenAI port and the metrics
+port only: Triton's HTTP and gRPC ports then listen on the pod's loopback, for the gateway alone. Without
+the gateway, Triton's HTTP and gRPC ports are the serving interface and the Service carries them.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,10 @@ from gptoss_runtime import contract
 
 
 def service_ports(openai_endpoint: bool) -> list[Manifest]:
-    ports = [
-        ("http", contract.HTTP_PORT),
-        ("grpc", contract.GRPC_PORT),
-        ("metrics", contract.METRICS_PORT),
-    ]
     if openai_endpoint:
-        ports.append(("openai", contract.OPENAI_PORT))
+        ports = [("metrics", contract.METRICS_PORT), ("openai", contract.OPENAI_PORT)]
+    else:
+        ports = [("http", contract.HTTP_PORT), ("grpc", contract.GRPC_PORT), ("metrics", contract.METRICS_PORT)]
     return [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in ports]
 
 

@@ -225,7 +225,12 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         weights=_cache(accessMode="ReadWriteOncePod"),
         autoscaling=_AUTOSCALING_ON,
     ),
-    _update("cache-access-mode-changed", "spec.weights.cache.accessMode", {}, _cache(accessMode="ReadWriteOnce")),
+    _update(
+        "cache-access-mode-changed",
+        "spec.weights.cache.accessMode",
+        _cache(accessMode="ReadWriteMany"),
+        _cache(accessMode="ReadWriteOnce"),
+    ),
     _update("cache-storage-class-set", "spec.weights.cache.storageClassName", {}, _cache(storageClassName="fast")),
     _update(
         "cache-storage-class-changed",

@@ -251,12 +251,16 @@ TRANSITION_CASES: list[tuple[dict[str, Any], list[tuple[Any, Any]], list[tuple[A
         api.CEL_CACHE_ACCESS_MODE_IMMUTABLE,
         [
             (_spec(), _spec()),
-            (_spec(), _spec(cache={"accessMode": "ReadWriteMany"})),  # the default, now written out
+            # Volumes per replica to one shared claim and back: a new claim either way, none changes.
+            (_spec(), _spec(cache={"accessMode": "ReadWriteMany"})),
+            (_spec(), _spec(cache={"accessMode": "ReadWriteOnce"})),
+            (_spec(cache={"accessMode": "ReadWriteMany"}), _spec()),
+            (_spec(cache={"accessMode": "ReadWriteMany"}), _spec(cache={"accessMode": "ReadWriteMany"})),
             (_spec(), _spec(existingClaim={"claimName": "m"}, cache={"accessMode": "ReadWriteOnce"})),
             (_spec(existingClaim={"claimName": "m"}), _spec(cache={"accessMode": "ReadWriteOnce"})),
         ],
         [
-            (_spec(), _spec(cache={"accessMode": "ReadWriteOnce"})),
+            (_spec(cache={"accessMode": "ReadWriteMany"}), _spec(cache={"accessMode": "ReadWriteOnce"})),
             (_spec(cache={"accessMode": "ReadWriteOnce"}), _spec(cache={"accessMode": "ReadWriteOncePod"})),
         ],
     ),

@@ -30,7 +30,8 @@ def test_a_minimal_spec_gets_every_default() -> None:
     assert spec.serving.reasoning_effort == "medium"
     assert spec.serving.openai_endpoint is True
     assert spec.weights.hugging_face is None and spec.weights.existing_claim is None
-    assert spec.weights.cache.access_mode == "ReadWriteMany"
+    assert spec.weights.cache.access_mode is None  # a volume per replica (docs/storage.md)
+    assert not spec.shares_cache
     assert spec.autoscaling.enabled is False
     assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 4)
     assert spec.autoscaling.scale_down.stabilization_window_seconds == 300

@@ -1,6 +1,6 @@
 """The autoscaler's orchestration with a fake of the few API calls it makes (no cluster, no network).
 
-Pods, nodes and metrics are data; the fake API applies status merge patches and scale calls to an
+Pods, nodes and metrics are data; the fake API applies the autoscaler's status applies and scale calls to an
 in-memory GptOssDeployment, so each test reads back what a user would see with kubectl.
 """
 
@@ -34,29 +34,17 @@ PRODUCT = "NVIDIA-H100-80GB-HBM3"
 
 
 # ------------------------------------------------------------------------------------------- fakes
-def merge_patch(target: Json, patch: Mapping[str, Any]) -> Json:
-    result = copy.deepcopy(target)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = merge_patch(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value) if not isinstance(value, Mapping) else merge_patch({}, value)
-    return result
-
-
 @dataclass
 class FakeApi:
     deployments: list[Json]
     node_list: list[Json] = field(default_factory=list)
     pod_list: list[Json] = field(default_factory=list)
     keda: bool = False
-    conflicts: int = 0  # patch_status answers 409 this many times
+    failures: int = 0  # apply_status answers 500 this many times
     forbid_cluster_reads: bool = False
     scaled: list[tuple[str, str, int]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
-    status_patches: list[Json] = field(default_factory=list)
+    status_applies: list[Json] = field(default_factory=list)
     patches_before_scale: list[int] = field(default_factory=list)
 
     def _find(self, namespace: str, name: str) -> Json | None:
@@ -87,15 +75,22 @@ class FakeApi:
     def serves_keda(self) -> bool:
         return self.keda
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None) -> Json:
+    def apply_status(self, namespace: str, name: str, status_fields: Mapping[str, Any], field_manager: str) -> Json:
+        """Server-side apply as the autoscaler's manager: it owns status.autoscaling and its conditions."""
         body = self._find(namespace, name)
         assert body is not None
-        if self.conflicts or resource_version != body["metadata"]["resourceVersion"]:
-            self.conflicts = max(0, self.conflicts - 1)
-            body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
-            raise TransientApiError("patch", "status", 409, "the object has been modified", 1.0)
-        self.status_patches.append(copy.deepcopy(dict(status)))
-        body["status"] = merge_patch(body.get("status") or {}, status)
+        assert field_manager == names.FIELD_MANAGER_AUTOSCALER
+        if self.failures:
+            self.failures -= 1
+            raise TransientApiError("apply", "status", 500, "etcd hiccup", 1.0)
+        self.status_applies.append(copy.deepcopy(dict(status_fields)))
+        status = body.setdefault("status", {})
+        status.pop("autoscaling", None)
+        if "autoscaling" in status_fields:
+            status["autoscaling"] = copy.deepcopy(status_fields["autoscaling"])
+        applied = {c["type"]: c for c in status_fields.get("conditions") or []}
+        kept = [c for c in status.get("conditions") or [] if c["type"] not in names.AUTOSCALER_CONDITIONS]
+        status["conditions"] = kept + [copy.deepcopy(c) for c in applied.values()]
         body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
         return body
 
@@ -103,7 +98,7 @@ class FakeApi:
         body = self._find(namespace, name)
         assert body is not None
         self.scaled.append((namespace, name, replicas))
-        self.patches_before_scale.append(len(self.status_patches))
+        self.patches_before_scale.append(len(self.status_applies))
         body["spec"]["replicas"] = replicas
         body["metadata"]["generation"] += 1
         body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
@@ -366,18 +361,25 @@ async def test_steady_runs_are_stored_compactly() -> None:
     assert len(stored["decisions"]) == 1  # the same reason, numbers aside, is recorded once
 
 
-async def test_status_conflict_is_retried_on_a_fresh_read() -> None:
-    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)], conflicts=1)
-    outcomes = await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
-    assert outcomes[0].status_written
-    assert api.body()["status"]["autoscaling"]["decisions"][-1]["toReplicas"] == 3
+async def test_the_record_states_only_the_autoscalers_fields() -> None:
+    previous = {"conditions": [{"type": "Ready", "status": "True", "reason": "R", "lastTransitionTime": LONG_AGO}]}
+    api = FakeApi([deployment(1, previous)], [gpu_node("gpu-a", 8)], [server_pod(1)])
+    await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
+    applied = api.status_applies[0]
+    assert set(applied) == {"autoscaling", "conditions"}
+    assert {c["type"] for c in applied["conditions"]} == set(names.AUTOSCALER_CONDITIONS)
+    assert condition(api.body(), "Ready")["status"] == "True"  # the reconcile's condition is not restated
 
 
 async def test_no_scale_when_the_decision_could_not_be_recorded() -> None:
-    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)], conflicts=100)
-    outcomes = await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
+    api = FakeApi([deployment(1)], [gpu_node("gpu-a", 8)], [server_pod(1)], failures=1)
+    controller = autoscaler(api, Scraper({"10.0.0.1": sample(8)}))
+    outcomes = await controller.evaluate_all()
     assert outcomes == []  # this deployment's round failed (logged); the others go on
     assert api.scaled == []
+    await controller.evaluate_all()  # the next round records, then scales
+    assert api.scaled == [(NAMESPACE, NAME, 3)]
+    assert api.patches_before_scale == [1]
 
 
 async def test_a_status_from_a_future_version_does_not_stop_the_autoscaler() -> None:
@@ -445,7 +447,7 @@ async def test_disabling_removes_what_the_autoscaler_wrote() -> None:
     assert "autoscaling" not in body["status"]
     assert [c["type"] for c in body["status"]["conditions"]] == ["Ready"]
     await autoscaler(api, Scraper({})).evaluate_all()
-    assert len(api.status_patches) == 1  # nothing left to remove: no further write
+    assert len(api.status_applies) == 1  # nothing left to remove: no further write
 
 
 async def test_a_decision_is_counted_in_the_operator_metrics() -> None:
@@ -545,7 +547,7 @@ async def test_the_decision_is_recorded_before_the_scale_for_the_next_generation
     await autoscaler(api, Scraper({"10.0.0.1": sample(8)})).evaluate_all()
     assert api.scaled == [(NAMESPACE, NAME, 3)]
     assert api.patches_before_scale == [1]  # the reconcile the scale triggers reads the record, no 409 race
-    assert api.status_patches[0]["autoscaling"]["decisions"][-1]["toReplicas"] == 3
+    assert api.status_applies[0]["autoscaling"]["decisions"][-1]["toReplicas"] == 3
     body = api.body()
     assert body["metadata"]["generation"] == 2
     assert condition(body, names.COND_CAPACITY_LIMITED)["observedGeneration"] == 2

@@ -111,15 +111,56 @@ def test_every_container_runs_restricted(cr_file: Any) -> None:
             assert context["readOnlyRootFilesystem"] is True
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}
         for item in spec["volumes"]:
-            assert set(item) - {"name"} <= {"configMap", "emptyDir", "persistentVolumeClaim", "secret"}
+            assert set(item) - {"name"} <= {"configMap", "emptyDir", "ephemeral", "persistentVolumeClaim", "secret"}
 
 
 def test_server_probes_allow_a_long_start() -> None:
     container = server(children(sample("gpt-oss-120b-2xh100")))
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 30 * 60
+
+
+def test_with_the_gateway_the_kubelet_probes_the_metrics_port_and_the_gateway_not_triton() -> None:
+    objects = children(sample("gpt-oss-20b"))
+    container = server(objects)
+    # Triton's HTTP port is on the pod's loopback, which the kubelet (calling the pod IP) cannot reach.
+    assert container["startupProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert "readinessProbe" not in container  # the gateway's /readyz asks Triton whether the model is ready
+    gateway = next(c for c in pod_spec(objects)["containers"] if c["name"] == "gateway")
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "openai"}
+    probed = {probe["httpGet"]["port"] for c in pod_spec(objects)["containers"] for probe in _probes(c)}
+    assert probed <= {name for c in pod_spec(objects)["containers"] for name in _port_names(c)}
+
+
+def test_the_grace_period_covers_the_gateway_drain_and_tritons_exit() -> None:
+    from gptoss_runtime.gateway.drain import DRAIN_TIMEOUT_SECONDS
+    from gptoss_runtime.launcher import DEFAULT_EXIT_TIMEOUT_SECONDS
+
+    objects = children(sample("gpt-oss-20b"))
+    grace = pod_spec(objects)["terminationGracePeriodSeconds"]
+    gateway = next(c for c in pod_spec(objects)["containers"] if c["name"] == "gateway")
+    assert "--drain-timeout" not in gateway["command"]  # the gateway's default applies
+    # Both containers get SIGTERM at once: the streams finish inside the drain, Triton waits for them,
+    # and both must exit before the kubelet's SIGKILL.
+    assert grace > DEFAULT_EXIT_TIMEOUT_SECONDS > DRAIN_TIMEOUT_SECONDS
+
+
+def test_without_the_gateway_triton_serves_and_is_probed_on_its_http_port() -> None:
+    container = server(children(fixture("gpt-oss-20b-hpa")))
+    assert "--triton-address" not in container["command"]
+    assert _port_names(container) == ["http", "grpc", "metrics"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+
+
+def _probes(container: dict[str, Any]) -> list[dict[str, Any]]:
+    kinds = ("startupProbe", "readinessProbe", "livenessProbe")
+    return [container[kind] for kind in kinds if "httpGet" in container.get(kind, {})]
+
+
+def _port_names(container: dict[str, Any]) -> list[str]:
+    return [port["name"] for port in container.get("ports", [])]
 
 
 def test_server_reads_the_plan_and_the_weights_read_only() -> None:
@@ -133,8 +174,8 @@ def test_server_reads_the_plan_and_the_weights_read_only() -> None:
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
     assert mounts["plan"] == {"name": "plan", "mountPath": contract.PLAN_DIR, "readOnly": True}
     assert mounts["weights"]["readOnly"] is True
-    assert volume(objects, "plan") == {"name": "plan", "configMap": {"name": "gpt-oss-20b-plan"}}
     config_map = one(objects, "ConfigMap")
+    assert volume(objects, "plan") == {"name": "plan", "configMap": {"name": config_map["metadata"]["name"]}}
     cr = sample("gpt-oss-20b")
     assert config_map["data"] == {contract.PLAN_FILE_NAME: plan(cr.spec, SETTINGS).to_json()}
 
@@ -145,11 +186,15 @@ def test_openai_gateway_is_a_second_container_and_a_service_port() -> None:
     assert gateway["command"][:2] == ["gptoss-runtime", "gateway"]
     assert f"127.0.0.1:{contract.GRPC_PORT}" in gateway["command"]
     ports = {p["name"]: p["port"] for p in one(objects, "Service")["spec"]["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002, "openai": 9000}
+    assert ports == {"metrics": 8002, "openai": 9000}  # Triton's HTTP and gRPC are the gateway's alone
+    command = server(objects)["command"]
+    assert command[command.index("--triton-address") + 1] == "127.0.0.1"
+    assert _port_names(server(objects)) == ["metrics"]
 
     without = children(fixture("gpt-oss-20b-hpa"))
     assert [c["name"] for c in pod_spec(without)["containers"]] == ["server"]
-    assert "openai" not in {p["name"] for p in one(without, "Service")["spec"]["ports"]}
+    ports = {p["name"]: p["port"] for p in one(without, "Service")["spec"]["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
 def test_pod_template_annotations_roll_on_plan_changes_not_on_scale() -> None:
@@ -196,7 +241,7 @@ def test_weights_pvc_and_job_for_a_download() -> None:
     job = one(objects, "Job")
     assert "ttlSecondsAfterFinished" not in job["spec"]
     fetch = job["spec"]["template"]["spec"]["containers"][0]
-    assert fetch["image"] == "registry.acme.internal/gpt-oss/runtime:1.2.3"  # the CR's image, not the default
+    assert fetch["image"] == SETTINGS.fetcher_image  # the operator's fetcher, never the CR's image
     command = fetch["command"]
     assert command[:3] == ["gptoss-runtime", "fetch", "--repo"]
     assert "--token-file" in command
@@ -264,6 +309,10 @@ def test_network_policy_allows_own_and_listed_namespaces_and_metrics_from_anywhe
     assert {p["port"] for p in serving["ports"]} == {8000, 8001}
     assert metrics == {"ports": [{"protocol": "TCP", "port": 8002}]}
     assert policy["policyTypes"] == ["Ingress"]
+
+    with_gateway = one(children(cr_from({"model": "gpt-oss-20b"})), "NetworkPolicy")["spec"]
+    assert [p["port"] for p in with_gateway["ingress"][0]["ports"]] == [9000]  # Triton's ports: loopback only
+    assert with_gateway["ingress"][1] == metrics
 
     open_policy = one(children(fixture("gpt-oss-120b-keda")), "NetworkPolicy")["spec"]
     assert "from" not in open_policy["ingress"][0]

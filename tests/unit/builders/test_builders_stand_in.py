@@ -12,7 +12,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from builders_support import ALL_FEATURES, GOLDEN_DIR, SETTINGS, cr_from, one, sample
+from builders_support import ALL_FEATURES, GOLDEN_DIR, SETTINGS, by_kind, cr_from, one, sample
 from test_builders_validate import BUILT_IN_GROUPS, KUBERNETES_VERSION
 
 from gptoss_operator import names
@@ -41,8 +41,12 @@ def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def fetch_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    job_pod: dict[str, Any] = one(objects, "Job")["spec"]["template"]["spec"]
-    return next(c for c in job_pod["containers"] if c["name"] == "fetch")
+    """The download: the Job's container (a shared cache), else the server pod's init container."""
+    jobs = by_kind(objects, "Job")
+    if jobs:
+        return next(c for c in jobs[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "fetch")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    return next(c for c in pod["initContainers"] if c["name"] == "fetch")
 
 
 def env_of(item: dict[str, Any]) -> dict[str, str]:

@@ -83,6 +83,12 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "existing-service-account": ("serviceAccount.create=false", "serviceAccount.name=ops"),
     "text-logs": ("operator.logFormat=text", "operator.logLevel=DEBUG", "operator.defaultImage=registry.local/srv:1"),
     "monitoring": ("serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboards.enabled=true"),
+    # Confined: no cluster-wide pod reads, no aggregated user roles, an endpoint allow-list (docs/security.md).
+    "confined": (
+        "rbac.clusterWidePodReads=false",
+        "rbac.aggregateToDefaultRoles=false",
+        "operator.weightsAllowedEndpoints={https://hub.example,http://mirror.example:8080/hf}",
+    ),
     # The local cluster with a real node: a locally built image, the CPU stand-in and the in-cluster mirror.
     "cpu-stand-in": (
         "image.repository=localhost/gpt-oss-operator",
@@ -275,6 +281,32 @@ def test_placement_values_reach_the_settings(monkeypatch: Any) -> None:
     assert settings.fetch_priority_class_name == "low"
 
 
+def test_fetch_mirror_values_reach_the_settings(monkeypatch: Any) -> None:
+    docs = render(
+        "operator.fetcherImage=registry.corp.example/fetcher:1",
+        "operator.fetch.proxy=http://proxy.corp.example:3128",
+        "operator.fetch.noProxy=.svc\\,.cluster.local",
+        "operator.fetch.caBundle.configMapName=corp-ca",
+    )
+    for key in list(os.environ):
+        if key.startswith("GPTOSS_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(docs).items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    assert settings.fetcher_image == "registry.corp.example/fetcher:1"
+    assert settings.fetch_proxy == "http://proxy.corp.example:3128"
+    assert settings.fetch_no_proxy == ".svc,.cluster.local"
+    assert (settings.fetch_ca_bundle_config_map, settings.fetch_ca_bundle_key) == ("corp-ca", "ca-bundle.crt")
+
+
+def test_a_proxy_that_is_no_url_is_refused_by_the_chart() -> None:
+    sets = ("--set", "operator.fetch.proxy=proxy.corp.example:3128")
+    result = helm("template", RELEASE, str(CHART), *KUBE_VERSION_ARGS, *sets, check=False)
+    assert result.returncode != 0
+    assert "proxy" in result.stderr
+
+
 def test_defaults_run_tensorrt_llm_from_the_public_hub() -> None:
     env = env_of(render())
     assert not {"GPTOSS_ENGINE_STAND_IN", "GPTOSS_STAND_IN_RESOURCES", "GPTOSS_WEIGHTS_MIRROR_ENDPOINT"} & set(env)
@@ -294,20 +326,32 @@ def test_an_unknown_stand_in_value_is_rejected() -> None:
 
 
 # -------------------------------------------------------------------------------------------- RBAC
+AGGREGATION_LABEL_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def is_aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole that extends the built-in view/edit/admin roles for users (not the operator's)."""
+    return any(key.startswith(AGGREGATION_LABEL_PREFIX) for key in role["metadata"].get("labels", {}))
+
+
 def rules_of(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The rules of the operator's own roles."""
     for doc in docs:
-        if doc["kind"] in ("ClusterRole", "Role"):
+        if doc["kind"] in ("ClusterRole", "Role") and not is_aggregated(doc):
             for rule in doc["rules"]:
                 yield doc, rule
 
 
-def test_rbac_has_no_wildcards_and_no_secrets(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+def test_rbac_has_no_wildcards_and_reads_no_secret_data(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     _, docs = rendered
     for role, rule in rules_of(docs):
         for key in ("verbs", "resources", "apiGroups"):
             assert "*" not in rule.get(key, []), f"{role['metadata']['name']}: wildcard in {key}"
-        assert "secrets" not in rule.get("resources", [])
-        assert not {"escalate", "bind", "impersonate", "update"} & set(rule["verbs"])
+        if "secrets" in rule.get("resources", []):  # a token Secret's mark, read as metadata only
+            assert rule["verbs"] == ["get"] and rule["resources"] == ["secrets"]
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+        if "update" in rule["verbs"]:  # only for blockOwnerDeletion on the children
+            assert rule["resources"] == ["gptossdeployments/finalizers"]
 
 
 def granted(docs: list[dict[str, Any]], kind: str, group: str, resource: str) -> set[str]:
@@ -322,8 +366,8 @@ def test_cluster_wide_rbac_by_default() -> None:
     docs = render()
     assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments") == {"get", "list", "watch", "patch"}
     assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments/status") == {"patch"}
-    assert granted(docs, "ClusterRole", "apps", "deployments") == {"list", "watch", "create", "patch", "delete"}
-    assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
+    assert granted(docs, "ClusterRole", "apps", "deployments") == {"get", "list", "watch", "create", "patch", "delete"}
+    assert granted(docs, "ClusterRole", "", "nodes") == {"list", "watch"}
     assert [r["metadata"]["name"] for r in of_kind(docs, "Role")] == [f"{RELEASE}-leader-election"]  # the Lease
     bindings = of_kind(docs, "ClusterRoleBinding")
     assert {b["subjects"][0]["name"] for b in bindings} == {RELEASE}
@@ -337,7 +381,7 @@ def test_namespaced_rbac_when_watching_a_list() -> None:
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert granted(docs, "ClusterRole", "gptoss.io", "gptossdeployments") == set()  # only in the Roles
     assert granted(docs, "Role", "gptoss.io", "gptossdeployments") == {"get", "list", "watch", "patch"}
-    assert granted(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}  # capacity is cluster-wide
+    assert granted(docs, "ClusterRole", "", "nodes") == {"list", "watch"}  # capacity is cluster-wide
 
 
 def test_rbac_covers_every_kind_the_operator_manages() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import kmock
 import pytest
-from kmock_support import NAMESPACE, NOW, RequestLog, SsaEmulator, in_thread, sample, store
+from kmock_support import NAMESPACE, NOW, RequestLog, SsaEmulator, in_thread, sample
 
 from gptoss_operator import builders, names
 from gptoss_operator.caches import ClusterCache, reduce_node, reduce_pod
@@ -20,6 +20,7 @@ from gptoss_operator.settings import OperatorSettings
 pytestmark = [pytest.mark.kmock(cls=SsaEmulator)]  # asyncio_mode is auto
 
 NAME = "gpt-oss-20b"
+CR_COLLECTION = f"/apis/gptoss.io/v1alpha1/namespaces/{NAMESPACE}/gptossdeployments"
 RESOURCES = {
     "gptoss.io/v1alpha1/gptossdeployments": ("GptOssDeployment", True),
     "apps/v1/deployments": ("Deployment", True),
@@ -78,28 +79,38 @@ async def test_a_steady_state_reconcile_lists_nothing(
     kmock: Any, kube: Kube, cache: ClusterCache, request_log: RequestLog
 ) -> None:
     reconciler = Reconciler(kube, OperatorSettings(), now=lambda: NOW, cache=cache)
-    store(kmock, sample())
+    await asyncio.to_thread(kube.request, "create", "POST", CR_COLLECTION, body=sample())
+    await eventually(lambda: cache.deployment(NAMESPACE, NAME) is not None)  # the watch brings the CR
     first = await in_thread(reconciler.reconcile, NAMESPACE, NAME)
     assert ("Deployment", NAME) in first.applied
-    # The watches bring the applied children into the cache.
+    # The watches bring the applied children into the cache, and the status written.
     await eventually(lambda: ("Deployment", NAME) in cache.children_of(NAMESPACE, NAME))
     await eventually(lambda: len(cache.children_of(NAMESPACE, NAME)) == len(first.applied))
-    store(
-        kmock,
-        {
-            **sample(),
-            "status": kmock[f"patch /apis/gptoss.io/v1alpha1/namespaces/{NAMESPACE}/gptossdeployments/{NAME}/status"][
-                -1
-            ].data["status"],
-        },
-    )
+    await eventually(lambda: bool((cache.deployment(NAMESPACE, NAME) or {}).get("status")))
 
     request_log.calls.clear()
     again = await in_thread(reconciler.reconcile, NAMESPACE, NAME)
     assert again.applied == () and not again.status_patched
     verbs = [verb for verb in request_log.verbs() if verb != "watch"]
-    assert "list" not in verbs
-    assert verbs == ["get"]  # the CR itself; nothing else
+    assert verbs == []  # no LIST, not even a GET: the CR, its children, pods and nodes all come from the caches
+
+
+def test_the_cr_store_never_goes_back_to_an_older_version_nor_revives_a_deleted_cr() -> None:
+    cache = ClusterCache(Kube(object()), [])
+
+    def cr(version: str, phase: str) -> dict[str, Any]:
+        meta = {"namespace": NAMESPACE, "name": NAME, "resourceVersion": version}
+        return {"kind": names.KIND, "metadata": meta, "status": {"phase": phase}}
+
+    cache.deployments.upsert(cr("10", "Pending"))
+    cache.remember_written(cr("12", "Ready"))  # our own status write, before its watch echo
+    cache.deployments.upsert(cr("11", "Progressing"))  # an earlier event still on its way
+    assert (cache.deployment(NAMESPACE, NAME) or {})["status"]["phase"] == "Ready"
+    cache.deployments.upsert(cr("13", "Degraded"))
+    assert (cache.deployment(NAMESPACE, NAME) or {})["status"]["phase"] == "Degraded"
+    cache.deployments.remove(cr("14", "Degraded"))
+    cache.remember_written(cr("15", "Ready"))  # the answer to a write that crossed the deletion
+    assert cache.deployment(NAMESPACE, NAME) is None
 
 
 async def test_capacity_comes_from_the_cached_gpu_nodes(kmock: Any, kube: Kube, cache: ClusterCache) -> None:

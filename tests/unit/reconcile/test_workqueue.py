@@ -151,3 +151,49 @@ async def test_urgent_keys_go_before_the_settling_ones() -> None:
     await wait_until_idle(queue)
     await queue.stop()
     assert order == ["busy", "new-cr", "promoted", "settling-1", "settling-2"]
+
+
+async def test_delayed_triggers_coalesce_and_an_earlier_deadline_wins() -> None:
+    runs: Counter[str] = Counter()
+
+    async def process(key: str) -> None:
+        runs[key] += 1
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=2)
+    queue.start()
+    queue.add("a", delay=3600)  # the resync's slot for "a", far away
+    for _ in range(5):  # a burst of pod events: each asks for a short coalescing delay
+        queue.add("a", delay=0.05)
+    queue.add("a", delay=3600)  # a later deadline does not push the pending one back
+    await eventually(lambda: runs["a"] == 1)
+    await wait_until_idle(queue)  # nothing else is left: the far resync slot was replaced, not kept
+    await queue.stop()
+    assert runs["a"] == 1
+
+
+async def test_a_coalescing_trigger_does_not_cut_a_failure_backoff_short() -> None:
+    runs: Counter[str] = Counter()
+
+    async def process(key: str) -> None:
+        runs[key] += 1
+        if runs[key] == 1:
+            raise RetryAfter(3600, "refused")
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1, max_backoff_seconds=3600)
+    queue.start()
+    queue.add("a")
+    await eventually(lambda: queue.failures("a") == 1)
+    queue.add("a", delay=0.01)
+    await asyncio.sleep(0)  # let the add land (it is scheduled on the loop)
+    retry_in = queue._delayed["a"].when() - asyncio.get_running_loop().time()
+    assert retry_in > 3000 and runs["a"] == 1  # still backing off: the failure sets the pace
+    await queue.stop()
+
+
+def test_a_status_write_names_what_changed() -> None:
+    from gptoss_operator.reconcile import changed_parts
+
+    live = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}, {"type": "X", "status": "True"}]}
+    fields = {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "True"}]}
+    assert changed_parts(fields, live) == ["phase", "conditions[Ready]"]
+    assert changed_parts(live, live) == []

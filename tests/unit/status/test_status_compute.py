@@ -6,13 +6,26 @@ from typing import Any
 
 import pytest
 
-from gptoss_operator import names, status
+from gptoss_operator import names, status, status_ownership
 from gptoss_operator.status import Capacity, Observation
 from gptoss_runtime.plan import EngineSettings, KvBudget, ServingPlan
 
 NOW = "2026-11-25T10:00:00Z"
 LATER = "2026-11-25T10:05:00Z"
 TEMPLATE = {names.ANNOTATION_GENERATION: "3", names.ANNOTATION_PLAN_HASH: "abc"}
+
+
+def applied_fields(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What the reconcile's server-side apply of `new` states over the live `previous` status."""
+    return status_ownership.reconcile_fields(
+        previous, new, owned_keys=status.OWNED_KEYS, owned_conditions=status.OWNED_CONDITIONS
+    )
+
+
+def would_write(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the reconcile would apply status at all (an unchanged resync writes nothing)."""
+    live = status_ownership.live_fields(previous, keys=status.OWNED_KEYS, owned_conditions=status.OWNED_CONDITIONS)
+    return not status_ownership.same_fields(applied_fields(previous, new), live)
 
 
 def make_plan(gpus: int = 1, openai: bool = True) -> ServingPlan:
@@ -221,15 +234,17 @@ def test_endpoints_use_service_namespace_and_domain() -> None:
     result = compute(observe())
     assert result["endpoints"] == {
         "openai": "http://demo.team.svc.cluster.local:9000/v1",
-        "http": "http://demo.team.svc.cluster.local:8000",
-        "grpc": "demo.team.svc.cluster.local:8001",
+        "http": None,  # Triton's ports are on the pods' loopback behind the gateway
+        "grpc": None,
         "metrics": "http://demo.team.svc.cluster.local:8002/metrics",
     }
 
 
-def test_openai_endpoint_absent_when_disabled() -> None:
+def test_without_the_gateway_the_endpoints_are_tritons() -> None:
     result = compute(observe(), plan=make_plan(openai=False))
     assert result["endpoints"]["openai"] is None
+    assert result["endpoints"]["http"] == "http://demo.team.svc.cluster.local:8000"
+    assert result["endpoints"]["grpc"] == "demo.team.svc.cluster.local:8001"
 
 
 def test_conditions_have_the_standard_shape() -> None:
@@ -249,12 +264,12 @@ def test_last_transition_time_moves_only_on_flip() -> None:
     first = compute(observe(pods=[pod("a"), pod("b", ready=False)]), now=NOW)
     same = compute(observe(pods=[pod("a"), pod("b", ready=False)]), previous=first, now=LATER)
     assert same == first
-    assert status.status_patch(first, same) is None
+    assert not would_write(first, same)
 
     flipped = compute(observe(), previous=first, now=LATER)
     assert cond(flipped, names.COND_READY)["lastTransitionTime"] == LATER
     assert cond(flipped, names.COND_DEGRADED)["lastTransitionTime"] == NOW  # still False
-    assert status.status_patch(first, flipped) is not None
+    assert would_write(first, flipped)
 
 
 def test_reason_change_without_flip_keeps_time() -> None:
@@ -353,35 +368,31 @@ def test_invalid_spec_keeps_observed_fields_and_foreign_conditions() -> None:
     assert result["observedGeneration"] == 4
     assert cond(result, names.COND_CAPACITY_LIMITED)["reason"] == "Capped"  # the autoscaler's stays
     assert cond(result, names.COND_WEIGHTS_READY)["reason"] == "Loaded"  # last observed value kept
-    patch = status.status_patch(previous, result)
-    assert patch is not None
-    assert "autoscaling" not in patch
-    assert "readyReplicas" not in patch
+    applied = applied_fields(previous, result)
+    assert would_write(previous, result)
+    assert "autoscaling" not in applied  # the autoscaler's field
 
 
-# ------------------------------------------------------------------------------------ patching
-def test_patch_never_touches_autoscaling() -> None:
+# ------------------------------------------------------------------------------- applied fields
+def test_the_reconcile_never_states_autoscaling() -> None:
     new = compute(observe())
     previous = {**new, "autoscaling": {"recommendation": 3}}
-    assert status.status_patch(previous, new) is None
+    assert not would_write(previous, new)
     changed = compute(observe(desired_replicas=3), previous=previous)
-    patch = status.status_patch(previous, changed)
-    assert patch is not None
-    assert "autoscaling" not in patch
+    assert would_write(previous, changed)
+    assert "autoscaling" not in applied_fields(previous, changed)
 
 
-def test_patch_sends_none_to_remove_stale_endpoint() -> None:
-    previous = status._strip_none(compute(observe()))
+def test_a_stale_endpoint_is_left_out_so_the_apply_removes_it() -> None:
+    previous = status_ownership.strip_none(compute(observe()))
     new = compute(observe(), previous=previous, plan=make_plan(openai=False))
-    patch = status.status_patch(previous, new)
-    assert patch is not None
-    assert patch["endpoints"]["openai"] is None
+    assert would_write(previous, new)
+    assert "openai" not in applied_fields(previous, new).get("endpoints", {})
 
 
-def test_patch_is_none_after_server_dropped_nulls() -> None:
-    new = compute(observe(), plan=make_plan(openai=False))
-    stored = status._strip_none(new)  # what the API server keeps after a merge patch
-    assert status.status_patch(stored, compute(observe(), previous=stored, plan=make_plan(openai=False))) is None
+def test_nothing_is_written_after_the_server_dropped_nulls() -> None:
+    stored = status_ownership.strip_none(compute(observe(), plan=make_plan(openai=False)))
+    assert not would_write(stored, compute(observe(), previous=stored, plan=make_plan(openai=False)))
 
 
 # -------------------------------------------------------------------------------------- events
@@ -409,4 +420,4 @@ def test_event_on_invalid_spec() -> None:
     assert [(e.type, e.reason, e.message) for e in events] == [("Warning", "InvalidSpec", "gpu.product: unknown")]
     again = status.invalid_spec_status(invalid, generation=1, message="gpu.product: unknown", now=LATER)
     assert status.transition_events(invalid, again) == []
-    assert status.status_patch(invalid, again) is None
+    assert not would_write(invalid, again)

@@ -356,19 +356,7 @@ class Reconciler:
         meta = body.get("metadata") or {}
         log.warning("invalid spec of %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         new_status = status.invalid_spec_status(previous, generation=generation, message=message, now=self._now())
-        patched = self._write_status(body, previous, new_status)
-        metrics.set_deployment_state(
-            namespace=str(meta.get("namespace")),
-            name=str(meta.get("name")),
-            model=str((body.get("spec") or {}).get("model") or "unknown"),
-            phase=names.PHASE_FAILED,
-            desired_replicas=0,
-            ready_replicas=0,
-            gpus=0,
-            capacity_limited=False,
-            weights_ready=False,
-        )
-        return Outcome(metrics.RESULT_INVALID, status_patched=patched)
+        return self._serving_nothing(body, previous, new_status)
 
     def _refused(self, body: Json, previous: Mapping[str, Any], generation: int, refusal: trust.Refusal) -> Outcome:
         """The operator will not download as the spec asks (docs/security.md): say why; touch no child."""
@@ -377,6 +365,11 @@ class Reconciler:
         new_status = status.refused_weights_status(
             previous, generation=generation, reason=refusal.reason, message=refusal.message, now=self._now()
         )
+        return self._serving_nothing(body, previous, new_status)
+
+    def _serving_nothing(self, body: Json, previous: Mapping[str, Any], new_status: Json) -> Outcome:
+        """Write the status of a CR the operator will not serve (invalid or refused) and export it as Failed."""
+        meta = body.get("metadata") or {}
         patched = self._write_status(body, previous, new_status)
         metrics.set_deployment_state(
             namespace=str(meta.get("namespace")),

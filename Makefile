@@ -47,10 +47,20 @@ cluster-binaries: ## build the local control plane + helm from Go modules (cache
 cluster-up: venv ## start (or reuse) the local kwok cluster; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig
 	e2e/cluster/up.sh
 
-cluster-down: ## delete the local cluster, its real node and metrics pipeline (binaries and images stay cached)
+cluster-down: ## delete the local clusters (gptoss with its real node and metrics pipeline, gptoss-oldest); binaries and images stay cached
 	if [[ -x $(BIN)/python ]]; then $(BIN)/python e2e/demo.py stop; fi
 	if [[ -x e2e/metrics/down.sh ]]; then e2e/metrics/down.sh; fi
 	e2e/cluster/down.sh
+
+.PHONY: cluster-up-oldest cluster-down-oldest e2e-oldest
+cluster-up-oldest: venv ## start (or reuse) a second kwok cluster on the oldest Kubernetes the chart claims; kubeconfig: ~/.cache/gpt-oss-operator/kubeconfig-oldest
+	GPTOSS_KUBE_VERSION_SET=oldest e2e/cluster/up.sh
+
+cluster-down-oldest: ## delete only the oldest-version cluster (cluster-down deletes both)
+	GPTOSS_KUBE_VERSION_SET=oldest e2e/cluster/down.sh
+
+e2e-oldest: cluster-up-oldest ## the kwok end-to-end tests on the oldest Kubernetes the chart claims
+	GPTOSS_KUBECONFIG=$(CACHE_DIR)/kubeconfig-oldest $(BIN)/pytest -q e2e -m "cluster and not realnode"
 
 images: ## build the operator, runtime (CPU variant) and pause images without Docker (cached by content)
 	e2e/images/build.sh all

@@ -278,3 +278,9 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 def kubectl_ns(kubectl: Kubectl, namespace: str) -> Kubectl:
     """kubectl whose commands default to the test's ``namespace``."""
     return kubectl.in_namespace(namespace)
+
+
+# The kwok scenarios' operator-process fixtures (`crd`, `operator`, `volumes`) live in operator_fixtures.py
+# and are imported here so that every e2e module has them; a module's own fixture of the same name wins.
+# Imported last: that module imports Kubectl from this one.
+from operator_fixtures import crd, operator, volumes  # noqa: E402, F401

@@ -59,8 +59,9 @@ SIMULATED_NOTE: Final = (
 )
 REAL_NOTE: Final = (
     "Real: the API server, scheduler, controller manager, kubelet, containerd, runc, CNI, kube-proxy, CoreDNS,\n"
-    "  the volume provisioner, the images, the Helm chart and its RBAC, the operator pod, the weights Job, Triton\n"
-    "  Inference Server, the gpt_oss model, the OpenAI gateway and every probe and Service."
+    "  the volume provisioner, the images, the Helm chart and its RBAC, the operator pod, the weights downloads (Jobs\n"
+    "  and init containers), Triton Inference Server, the gpt_oss model, the OpenAI gateway and every probe and\n"
+    "  Service."
 )
 
 

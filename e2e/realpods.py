@@ -25,6 +25,7 @@ import yaml
 
 REPO: Final = Path(__file__).resolve().parent.parent
 CHART: Final = REPO / "charts" / "gpt-oss-operator"
+CRD_FILE: Final = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 IMAGES_SCRIPT: Final = REPO / "e2e" / "images" / "build.sh"
 CACHE: Final = Path(os.environ.get("GPTOSS_CACHE", Path.home() / ".cache" / "gpt-oss-operator"))
 REFS_FILE: Final = CACHE / "images" / "refs.env"
@@ -190,6 +191,71 @@ def operator_values(images: Images, watch_namespaces: Sequence[str]) -> list[str
         "--set",
         "replicas=1",
     ]
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where one real-pod suite runs: its namespace, the operator's, and the Helm release."""
+
+    namespace: str
+    operator_namespace: str
+    release: str
+
+
+def install_operator(
+    kubectl: Any,
+    helm: Path,
+    kubeconfig: Path,
+    images: Images,
+    run: Callable[[Sequence[str], str], None],
+    where: Installation,
+    *,
+    crd_field_manager: str,
+) -> None:
+    """The CRD, restricted namespaces, the weights mirror, then the chart (`helm upgrade --install`) with the
+    operator watching `where.namespace`; returns once the operator's Deployment has rolled out.
+
+    `kubectl` is a conftest.Kubectl (cluster-wide); `run` runs a command and raises when it fails."""
+    kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={crd_field_manager}", "-f", str(CRD_FILE))
+    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
+    for name in (where.namespace, where.operator_namespace, MIRROR_NAMESPACE):
+        kubectl.apply(restricted_namespace(name))
+    kubectl.wait("serviceaccount/default", "create", 60, "--namespace", where.namespace)
+    kubectl.apply(mirror_manifests(images.runtime_cpu))
+    kubectl.in_namespace(MIRROR_NAMESPACE).rollout_status(MIRROR_NAME, timeout_s=300)
+    install = [str(helm), "--kubeconfig", str(kubeconfig), "upgrade", "--install", where.release, str(CHART)]
+    install += ["--namespace", where.operator_namespace, "--set", "crds.enabled=false"]
+    install += operator_values(images, [where.namespace])
+    run(install, "helm upgrade --install of the chart")
+    kubectl.in_namespace(where.operator_namespace).rollout_status(f"{where.release}-gpt-oss-operator", timeout_s=300)
+
+
+def uninstall_operator(kubectl: Any, helm: Path, kubeconfig: Path, where: Installation) -> None:
+    """Delete the suite's GptOssDeployments (waiting for them), the release and both namespaces (best effort)."""
+    kubectl("delete", "gptoss", "--all", "--namespace", where.namespace, "--wait=true", timeout=300, check=False)
+    subprocess.run(
+        [
+            str(helm),
+            "--kubeconfig",
+            str(kubeconfig),
+            "uninstall",
+            where.release,
+            "--namespace",
+            where.operator_namespace,
+        ],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    kubectl(
+        "delete",
+        "namespace",
+        where.namespace,
+        where.operator_namespace,
+        "--wait=false",
+        "--ignore-not-found",
+        check=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ access

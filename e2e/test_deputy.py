@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Kubectl
+from operator_fixtures import running_operator
 from operator_process import OperatorProcess, Volumes, condition, get_cr, load_sample, wait_for_condition
 from test_chart import (  # noqa: F401 - helm, release and crd_adoptable are fixtures
     CHART,
@@ -25,7 +26,7 @@ from test_chart import (  # noqa: F401 - helm, release and crd_adoptable are fix
     release,
     service_account_kubeconfig,
 )
-from test_operator import CHILD_KINDS, OWNER_LABEL, crd  # noqa: F401 - crd is a fixture
+from test_operator import CHILD_KINDS, OWNER_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -35,13 +36,11 @@ ALLOWED = "http://hf-mirror.allowed.example:8080"
 
 
 @pytest.fixture
-def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:  # noqa: F811
+def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator with an endpoint allow-list (GPTOSS_WEIGHTS_ALLOWED_ENDPOINTS)."""
     env = {"GPTOSS_WEIGHTS_ALLOWED_ENDPOINTS": f"https://huggingface.co,{ALLOWED}"}
-    process = OperatorProcess(kubeconfig, [namespace], tmp_path / "operator.log", extra_env=env).start()
-    yield process
-    exit_code = process.stop()
-    print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
+    with running_operator(kubeconfig, namespace, tmp_path / "operator.log", env) as process:
+        yield process
 
 
 def with_weights(**hugging_face: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@
   leader and the standby takes over within the lease duration (plus its start-up) and reconciles a CR
   created right then; no child exists twice.
 - `bench/scale.py` with a handful of CRs, as a behaviour test: every CR gets its children, a steady-state
-  reconcile makes no LIST, an idle resync writes nothing, the standby takes over. Its timings are printed,
-  never asserted.
+  reconcile makes no LIST, an idle resync writes nothing, new CRs and spec changes in the idle fleet get
+  their children, the standby takes over. Its timings are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -107,6 +107,10 @@ def test_reduced_scale_bench_behaves(kubeconfig: Path, crd: None, capsys: pytest
         rate=3.0,
         resync_seconds=5.0,
         settle=3.0,
+        steady_crs=2,
+        steady_updates=2,
+        steady_gap=0.5,
+        steady_timeout=60.0,
         timeout=240.0,
         keep=False,
         json=False,
@@ -118,4 +122,5 @@ def test_reduced_scale_bench_behaves(kubeconfig: Path, crd: None, capsys: pytest
     assert figures.lists_per_reconcile == 0
     assert figures.writes_per_idle_resync == 0
     assert figures.duplicated_children == 0
+    assert figures.steady_samples == 4  # every new CR and spec change of the idle fleet got its children applied
     assert figures.failover_s > 0  # the standby reconciled a CR after the leader died

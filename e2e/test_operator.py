@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from operator_process import (
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 OWNER_LABEL = "gptoss.io/deployment"
 GPU = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -41,28 +39,6 @@ WRITE_VERBS = ("apply", "patch", "create", "delete")
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-operator", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """The operator watching the test's namespace (pytest shows its log, printed here, when a test fails)."""
-    process = OperatorProcess(kubeconfig, [namespace], tmp_path / "operator.log").start()
-    yield process
-    exit_code = process.stop()
-    print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
-
-
-@pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
-    yield provided
-    provided.delete_all()
-
-
 # ------------------------------------------------------------------------------------------- helpers
 def children(kubectl_ns: Kubectl, name: str) -> list[dict[str, Any]]:
     return list(kubectl_ns.json("get", CHILD_KINDS, "-l", f"{OWNER_LABEL}={name}")["items"])

@@ -13,7 +13,7 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ import realpods
 from conftest import Kubectl, wait_until
 from operator_process import condition, get_cr, load_sample
 
+from gptoss_operator import names
+
 # Image builds (cached by content) and pod starts on a busy 2-core machine take minutes, not seconds.
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 NAMESPACE = "e2e-realpods"
 OPERATOR_NAMESPACE = "e2e-realpods-operator"
 RELEASE = "gptoss-e2e"
@@ -44,13 +44,14 @@ class RealCluster:
     images: realpods.Images
     helm: Path
     kubeconfig: Path
+    operator_namespace: str = OPERATOR_NAMESPACE
 
     def kubectl_argv(self) -> list[str]:
         return [str(self.kubectl.binary), "--kubeconfig", str(self.kubeconfig)]
 
 
-def _run(argv: list[str], what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=3000, check=False)
+def _run(argv: Sequence[str], what: str) -> None:
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=3000, check=False)
     if result.returncode != 0:
         pytest.fail(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
@@ -64,35 +65,27 @@ def _helm_binary() -> Path:
     return helm
 
 
+def installed(
+    kubeconfig: Path, kubectl: Kubectl, where: realpods.Installation, *, crd_field_manager: str
+) -> Iterator[RealCluster]:
+    """The body of a real-pod module's `real` fixture: images, the chart installed for `where`, and afterwards
+    the suite's CRs, release and namespaces removed."""
+    images = realpods.ensure_images(_run)
+    helm = _helm_binary()
+    realpods.install_operator(kubectl, helm, kubeconfig, images, _run, where, crd_field_manager=crd_field_manager)
+    yield RealCluster(
+        kubectl, kubectl.in_namespace(where.namespace), images, helm, kubeconfig, where.operator_namespace
+    )
+    realpods.uninstall_operator(kubectl, helm, kubeconfig, where)
+
+
 @pytest.fixture(scope="module")
 def real(kubeconfig: Path, kubectl: Kubectl) -> Iterator[RealCluster]:
     nodes = kubectl.json("get", "nodes", "-l", f"{realpods.REAL_NODE_LABEL}=true")["items"]
     if not nodes:
         pytest.fail("the cluster has no real node (label gptoss.dev/real-node=true): e2e/cluster/up.sh starts it")
-    images = realpods.ensure_images(lambda argv, what: _run(list(argv), what))
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-realpods", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
-    for name in (NAMESPACE, OPERATOR_NAMESPACE, realpods.MIRROR_NAMESPACE):
-        kubectl.apply(realpods.restricted_namespace(name))
-    kubectl.wait("serviceaccount/default", "create", 60, "--namespace", NAMESPACE)
-    kubectl.apply(realpods.mirror_manifests(images.runtime_cpu))
-    kubectl.in_namespace(realpods.MIRROR_NAMESPACE).rollout_status(realpods.MIRROR_NAME, timeout_s=300)
-    helm = _helm_binary()
-    install = [str(helm), "--kubeconfig", str(kubeconfig), "upgrade", "--install", RELEASE, str(realpods.CHART)]
-    install += ["--namespace", OPERATOR_NAMESPACE, "--set", "crds.enabled=false"]
-    install += realpods.operator_values(images, [NAMESPACE])
-    _run(install, "helm upgrade --install of the chart")
-    operator_ns = kubectl.in_namespace(OPERATOR_NAMESPACE)
-    operator_ns.rollout_status(f"{RELEASE}-gpt-oss-operator", timeout_s=300)
-    yield RealCluster(kubectl, kubectl.in_namespace(NAMESPACE), images, helm, kubeconfig)
-    kubectl("delete", "gptoss", "--all", "--namespace", NAMESPACE, "--wait=true", timeout=300, check=False)
-    subprocess.run(
-        [str(helm), "--kubeconfig", str(kubeconfig), "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE],
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    kubectl("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+    where = realpods.Installation(NAMESPACE, OPERATOR_NAMESPACE, RELEASE)
+    yield from installed(kubeconfig, kubectl, where, crd_field_manager="gptoss-e2e-realpods")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -145,7 +138,14 @@ def wait_ready(real: RealCluster, name: str, replicas: int = 1, timeout_s: float
 def operator_logs(real: RealCluster, tail: int = 80) -> str:
     selector = "app.kubernetes.io/name=gpt-oss-operator"
     return real.kubectl(
-        "logs", "--namespace", OPERATOR_NAMESPACE, "-l", selector, f"--tail={tail}", "--all-containers", check=False
+        "logs",
+        "--namespace",
+        real.operator_namespace,
+        "-l",
+        selector,
+        f"--tail={tail}",
+        "--all-containers",
+        check=False,
     )
 
 
@@ -343,6 +343,41 @@ def test_the_default_cache_scales_to_two_pods_that_each_download_and_serve(real:
         assert fetched["state"]["terminated"]["exitCode"] == 0, fetched
     assert_every_pod_serves(real, name, pods)
     real.ns("delete", "gptoss", name, "--wait=false")
+
+
+def test_a_marked_token_secret_without_the_key_is_named_from_the_kubelets_words(real: RealCluster) -> None:
+    """Only the kubelet can tell that a Secret lacks the key (the operator never reads Secret data): the pod
+    waits in Init with a FailedMount Event, which the operator turns into WeightsReady=TokenSecretKeyMissing."""
+    name, secret = "no-token-key", "hf-token-without-key"
+    real.ns.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "labels": {names.LABEL_WEIGHTS_TOKEN: names.LABEL_WEIGHTS_TOKEN_VALUE}},
+            "stringData": {"not-the-token": "x"},
+        }
+    )
+    cr = sample_20b(name)
+    del cr["spec"]["weights"]["cache"]["accessMode"]  # a volume per replica: the init container mounts the token
+    cr["spec"]["weights"]["huggingFace"]["tokenSecretRef"] = {"name": secret, "key": "token"}
+    real.ns.apply(cr)
+    seen: dict[str, Any] = {}
+
+    def told() -> bool:
+        seen.clear()
+        seen.update(get_cr(real.ns, name))
+        return condition(seen, "WeightsReady").get("reason") == "TokenSecretKeyMissing"
+
+    try:  # the Event comes seconds after the pod's last change: a resync (every minute) reads it
+        wait_until(told, timeout_s=300, interval_s=2, what="WeightsReady=TokenSecretKeyMissing")
+    except BaseException:
+        print(json.dumps(seen.get("status", {}), indent=2), real.ns.diagnostics(), operator_logs(real))
+        raise
+    message = condition(seen, "WeightsReady")["message"]
+    assert f"Secret {secret}" in message and "has no key token" in message, message
+    assert "non-existent secret key: token" in message, message  # the kubelet's own words
+    real.ns("delete", "gptoss", name, "--wait=false")
+    real.ns("delete", "secret", secret, "--wait=false")
 
 
 def _children(real: RealCluster, name: str) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ reachable from here, as from any other pod on the node.
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -24,8 +23,7 @@ import realpods
 from conftest import Kubectl, wait_until
 from test_realpods import (
     RealCluster,
-    _helm_binary,
-    _run,
+    installed,
     sample_20b,
     server_pods,
     service_url,
@@ -36,8 +34,6 @@ from gptoss_runtime import contract
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 NAMESPACE = "e2e-drain"
 OPERATOR_NAMESPACE = "e2e-drain-operator"
 RELEASE = "gptoss-e2e-drain"
@@ -66,29 +62,8 @@ LONG_ANSWER_FORMAT = {
 
 @pytest.fixture(scope="module")
 def real(kubeconfig: Path, kubectl: Kubectl) -> Iterator[RealCluster]:
-    images = realpods.ensure_images(lambda argv, what: _run(list(argv), what))
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-drain", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
-    for name in (NAMESPACE, OPERATOR_NAMESPACE, realpods.MIRROR_NAMESPACE):
-        kubectl.apply(realpods.restricted_namespace(name))
-    kubectl.wait("serviceaccount/default", "create", 60, "--namespace", NAMESPACE)
-    kubectl.apply(realpods.mirror_manifests(images.runtime_cpu))
-    kubectl.in_namespace(realpods.MIRROR_NAMESPACE).rollout_status(realpods.MIRROR_NAME, timeout_s=300)
-    helm = _helm_binary()
-    install = [str(helm), "--kubeconfig", str(kubeconfig), "upgrade", "--install", RELEASE, str(realpods.CHART)]
-    install += ["--namespace", OPERATOR_NAMESPACE, "--set", "crds.enabled=false"]
-    install += realpods.operator_values(images, [NAMESPACE])
-    _run(install, "helm upgrade --install of the chart")
-    kubectl.in_namespace(OPERATOR_NAMESPACE).rollout_status(f"{RELEASE}-gpt-oss-operator", timeout_s=300)
-    yield RealCluster(kubectl, kubectl.in_namespace(NAMESPACE), images, helm, kubeconfig)
-    kubectl("delete", "gptoss", "--all", "--namespace", NAMESPACE, "--wait=true", timeout=300, check=False)
-    subprocess.run(
-        [str(helm), "--kubeconfig", str(kubeconfig), "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE],
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    kubectl("delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+    where = realpods.Installation(NAMESPACE, OPERATOR_NAMESPACE, RELEASE)
+    yield from installed(kubeconfig, kubectl, where, crd_field_manager="gptoss-e2e-drain")
 
 
 @pytest.fixture(scope="module")

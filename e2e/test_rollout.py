@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import Kubectl, wait_until
+from operator_fixtures import running_operator
 from operator_process import (
     KWOK_NODE,
     KWOK_TOLERATION,
@@ -29,19 +30,11 @@ from operator_process import (
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 NAME = "gpt-oss-20b"
 OWNER_LABEL = "gptoss.io/deployment"
 TEMPLATE_HASH = "gptoss.io/template-hash"
 OLD_REVISION = "a" * 40
 NEW_REVISION = "b" * 40
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-operator", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
 
 
 @pytest.fixture
@@ -68,17 +61,8 @@ def operator(
         "GPTOSS_FETCH_NODE_SELECTOR": json.dumps({**KWOK_NODE, fetch_label: "true"}),
         "GPTOSS_FETCH_TOLERATIONS": json.dumps([KWOK_TOLERATION]),
     }
-    process = OperatorProcess(kubeconfig, [namespace], tmp_path / "operator.log", extra_env=env).start()
-    yield process
-    exit_code = process.stop()
-    print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
-
-
-@pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
-    yield provided
-    provided.delete_all()
+    with running_operator(kubeconfig, namespace, tmp_path / "operator.log", env) as process:
+        yield process
 
 
 def a_cr(revision: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Kubectl, wait_until
+from operator_fixtures import stop_and_show
 from operator_process import (
     RESYNC_SECONDS,
     OperatorProcess,
@@ -27,19 +28,11 @@ from operator_process import (
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 RECONCILE = "gpt-oss-operator"
 AUTOSCALER = "gpt-oss-operator-autoscaler"
 NAME = "gpt-oss-20b"
 AUTOSCALER_INTERVAL_S = "1"
 HPA = {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 2}
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-operator", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
 
 
 @pytest.fixture
@@ -57,15 +50,7 @@ def start_operator(
 
     yield start
     for process in started:
-        exit_code = process.stop()
-        print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
-
-
-@pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
-    yield provided
-    provided.delete_all()
+        stop_and_show(process)
 
 
 def with_managed_fields(kubectl_ns: Kubectl) -> dict[str, Any]:

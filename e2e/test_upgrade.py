@@ -8,7 +8,6 @@ the annotation gptoss.io/apply-update must then roll the pods to the new image.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,10 @@ from operator_process import OperatorProcess, Volumes, condition, get_cr, load_s
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 NAME = "gpt-oss-20b"
 OLD_IMAGE = "registry.example/gpt-oss-runtime:old-release"
 NEW_IMAGE = "registry.example/gpt-oss-runtime:new-release"
 APPLY_UPDATE = "gptoss.io/apply-update"
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-operator", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
-
-
-@pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
-    yield provided
-    provided.delete_all()
 
 
 def operator_with_image(kubeconfig: Path, namespace: str, log: Path, image: str) -> OperatorProcess:

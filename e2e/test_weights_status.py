@@ -10,7 +10,6 @@ none, or the real node's `local-path` once that node has joined). Every wait has
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from operator_process import OperatorProcess, Volumes, condition, load_sample, w
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parent.parent
-CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 NAME = "gpt-oss-20b"
 ABSENT_CLASS = "gptoss-e2e-no-such-class"
 SOURCE = {"repo": "openai/gpt-oss-20b", "revision": "main"}
@@ -29,31 +26,10 @@ SOURCE = {"repo": "openai/gpt-oss-20b", "revision": "main"}
 VERDICT_TIMEOUT_S = 60
 
 
-@pytest.fixture(scope="module")
-def crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=gptoss-e2e-operator", "-f", str(CRD_FILE))
-    kubectl.wait("crd/gptossdeployments.gptoss.io", "condition=Established", 60)
-
-
 def start_operator(
     kubeconfig: Path, namespace: str, tmp_path: Path, env: dict[str, str] | None = None
 ) -> OperatorProcess:
     return OperatorProcess(kubeconfig, [namespace], tmp_path / "operator.log", extra_env=env).start()
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = start_operator(kubeconfig, namespace, tmp_path)
-    yield process
-    exit_code = process.stop()
-    print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
-
-
-@pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
-    yield provided
-    provided.delete_all()
 
 
 def weights_verdict(kubectl_ns: Kubectl, operator: OperatorProcess, reason: str, **kw: Any) -> dict[str, Any]:

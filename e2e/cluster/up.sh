@@ -7,6 +7,8 @@
 # builds nor starts it yet: `make test` runs the kwok scenarios while the node's binaries and the images
 # still build, then calls up.sh again to add the node). Idempotent: a healthy cluster is reused, a stopped one is restarted,
 # a broken one is recreated. Prints the kubeconfig path at the end.
+# GPTOSS_KUBE_VERSION_SET=oldest starts the second cluster `gptoss-oldest` instead: KUBE_VERSION_OLDEST (the
+# chart's kubeVersion floor), kwok nodes only, its own ports and kubeconfig (env.sh); it runs beside `gptoss`.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -80,7 +82,7 @@ lacks_real_node_config() {
 
 # render_kwokctl_config: kwokctl.yaml with env.sh's addresses filled in; prints the rendered file's path.
 render_kwokctl_config() {
-  local rendered="$GPTOSS_CACHE/kwokctl.rendered.yaml"
+  local rendered="$GPTOSS_CACHE/kwokctl.$GPTOSS_CLUSTER_NAME.rendered.yaml"
   # shellcheck disable=SC2016  # envsubst substitutes only the ${NAMES} listed here
   GPTOSS_API_SERVICE_IP="$GPTOSS_API_SERVICE_IP" GPTOSS_NODE_IP="$GPTOSS_NODE_IP" \
     GPTOSS_SERVICE_CIDR="$GPTOSS_SERVICE_CIDR" \
@@ -157,7 +159,7 @@ main() {
   mkdir -p "$GPTOSS_CACHE"
   exec 8>"$GPTOSS_CACHE/.cluster-$GPTOSS_CLUSTER_NAME.lock"
   flock 8
-  local components=(kwok kubernetes etcd) node_now=0
+  local components=(kwok "$GPTOSS_KUBE_COMPONENT" etcd) node_now=0
   [[ "$GPTOSS_REAL_NODE" != 1 || "${GPTOSS_NODE_LATER:-0}" == 1 ]] || node_now=1
   [[ "$node_now" != 1 ]] || components+=(coredns local-path-provisioner)
   "$HERE/build.sh" "${components[@]}"

@@ -1041,6 +1041,11 @@ class WeightsStatus(ApiModel):
     bytes_total: int | None = Field(default=None, description="Bytes the download needs in all, once known.")
     bytes_per_second: int | None = Field(default=None, description="Recent download rate.")
     eta_seconds: int | None = Field(default=None, description="Seconds left at the recent rate.")
+    replicas_downloading: int | None = Field(
+        default=None,
+        description="With a volume per replica: replicas whose fetch init container is downloading; the figures "
+        "above are then those of the replica furthest behind.",
+    )
 
 
 class GptOssDeploymentStatus(ApiModel):

@@ -8,6 +8,10 @@ so 2,000 pods cost a few MiB of heap rather than ~100 MiB per LIST.
 Each store is fed by a `Reflector` thread (the `Kube` client is synchronous); `on_change` is called with
 every changed object so the operator can enqueue its owner. The capacity snapshot (`ClusterCache.snapshot`)
 is shared by reconciles and the autoscaler: both read the same nodes and pods.
+
+Nothing a reconcile reads costs the size of the fleet: pods and children are indexed by namespace and
+`gptoss.io/deployment` label, the GPUs held per node are counted as pods change (`GpuUsage`), and the
+snapshot is made again only after a node or pod changed.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from functools import cached_property
+from typing import Any, Final, Protocol
 
 from gptoss_operator import names
+from gptoss_operator.autoscaling import capacity
 from gptoss_operator.diagnosis import DEFAULT_CLASS_ANNOTATIONS
 from gptoss_operator.kube import GPTOSS, NODES, PODS, ApiError, Json, Kube, ResourceType, object_key, resource_type
 
@@ -113,6 +119,39 @@ def _version(obj: Mapping[str, Any] | None) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
+class StoreObserver(Protocol):
+    """Told of every change of a store, under its lock: keeps a figure derived from all its objects current."""
+
+    def changed(self, key: Key, old: Json | None, new: Json | None) -> None: ...
+
+
+class Index:
+    """The objects of a store grouped by a value computed from each (None: in no group).
+
+    A reconcile reads its own pods and children out of thousands: a lookup by group costs the size of the
+    group, not the size of the fleet.
+    """
+
+    def __init__(self, group_of: Callable[[Json], Hashable | None]) -> None:
+        self._group_of = group_of
+        self._groups: dict[Hashable, dict[Key, Json]] = {}
+
+    def changed(self, key: Key, old: Json | None, new: Json | None) -> None:
+        if old is not None:
+            group = self._groups.get(self._group_of(old))
+            if group is not None:
+                group.pop(key, None)
+                if not group:
+                    del self._groups[self._group_of(old)]
+        if new is not None:
+            value = self._group_of(new)
+            if value is not None:
+                self._groups.setdefault(value, {})[key] = new
+
+    def members(self, value: Hashable) -> list[Json]:
+        return list((self._groups.get(value) or {}).values())
+
+
 class Store:
     """A thread-safe map (namespace, name) -> object of one resource, as the last list + watch left it.
 
@@ -121,44 +160,77 @@ class Store:
     its own write reads what it wrote, not the previous status; a watch event from before that write, still
     on its way, must not undo it. (etcd's resourceVersions grow; where one is not a number, nothing is
     compared.)
+
+    `index` groups the objects for `indexed` lookups; `observers` are told of every change (under the lock).
+    `version` counts the changes: a reader that derived something from the store knows when to derive again.
     """
 
-    def __init__(self, *, monotonic: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        monotonic: bool = False,
+        index: Index | None = None,
+        observers: Iterable[StoreObserver] = (),
+    ) -> None:
         self._lock = threading.Lock()
         self._objects: dict[Key, Json] = {}
         self._monotonic = monotonic
+        self._index = index
+        self._observers: list[StoreObserver] = [*([index] if index is not None else []), *observers]
+        self.version = 0
+
+    def _changed(self, key: Key, old: Json | None, new: Json | None) -> None:
+        self.version += 1
+        for observer in self._observers:
+            observer.changed(key, old, new)
 
     def replace(self, objects: Iterable[Json], namespace: str | None = None) -> None:
         """Replace every object (of `namespace` only, when given: one store may be fed per namespace)."""
         fresh = {_key_of(obj): obj for obj in objects}
         with self._lock:
-            if namespace is not None:
-                kept = {key: obj for key, obj in self._objects.items() if key[0] != namespace}
-                fresh = kept | fresh
-            self._objects = fresh
+            for key, gone in list(self._objects.items()):
+                if (namespace is None or key[0] == namespace) and key not in fresh:
+                    del self._objects[key]
+                    self._changed(key, gone, None)
+            for key, obj in fresh.items():
+                stored = self._objects.get(key)
+                self._objects[key] = obj
+                self._changed(key, stored, obj)
 
     def upsert(self, obj: Json, *, only_if_present: bool = False) -> None:
         key = _key_of(obj)
         with self._lock:
-            if only_if_present and key not in self._objects:
+            stored = self._objects.get(key)
+            if only_if_present and stored is None:
                 return  # deleted meanwhile: an answer to an earlier write must not bring it back
             if self._monotonic:
-                stored, incoming = _version(self._objects.get(key)), _version(obj)
-                if stored is not None and incoming is not None and incoming < stored:
+                stored_version, incoming = _version(stored), _version(obj)
+                if stored_version is not None and incoming is not None and incoming < stored_version:
                     return
             self._objects[key] = obj
+            self._changed(key, stored, obj)
 
     def get(self, namespace: str, name: str) -> Json | None:
         with self._lock:
             return self._objects.get((namespace, name))
 
     def remove(self, obj: Mapping[str, Any]) -> None:
+        key = _key_of(obj)
         with self._lock:
-            self._objects.pop(_key_of(obj), None)
+            old = self._objects.pop(key, None)
+            if old is not None:
+                self._changed(key, old, None)
 
     def items(self) -> list[Json]:
         with self._lock:
             return list(self._objects.values())
+
+    def indexed(self, value: Hashable) -> list[Json]:
+        """The objects the store's index groups under `value` (every object when the store has no index)."""
+        with self._lock:
+            if self._index is None:
+                return list(self._objects.values())
+            return self._index.members(value)
 
     def __len__(self) -> int:
         with self._lock:
@@ -278,14 +350,74 @@ class Reflector:
 
 @dataclass(frozen=True)
 class CapacitySnapshot:
-    """GPU nodes and active pods at one moment: what capacity arithmetic reads (shared by all readers)."""
+    """GPU nodes and active pods at one moment: what capacity arithmetic reads (shared by all readers).
 
-    nodes: list[Json]
-    pods: list[Json]
+    `gpus_used` (GPUs held per node) is kept by the cache as pods come and go; a snapshot made of listed
+    objects counts it from `pods` once, when first read. Readers must not change the sequences.
+    """
+
+    nodes: Sequence[Json]
+    pods: Sequence[Json]
+    used: Mapping[str, int] | None = None
+
+    @cached_property
+    def gpus_used(self) -> Mapping[str, int]:
+        return self.used if self.used is not None else capacity.gpus_in_use(self.pods)
 
 
 def _is_active(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _bound_gpus(pod: Json) -> tuple[str, int] | None:
+    """(node, GPUs) a pod holds: bound, not finished, and asking for GPUs (as `capacity.gpus_in_use` counts)."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or not _is_active(pod):
+        return None
+    try:
+        gpus = capacity.pod_gpus(pod)
+    except ValueError:  # a quantity the API server would not have admitted: counted as no GPU, as nowhere
+        return None
+    return (str(node), gpus) if gpus else None
+
+
+class GpuUsage:
+    """GPUs held per node by the cached pods, kept current at each pod change (a store observer).
+
+    Counting 2,000 pods' GPU requests for every reconcile was most of an idle leader's CPU; a pod event now
+    costs one pod's count.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[Key, tuple[str, int]] = {}
+        self._per_node: dict[str, int] = {}
+
+    def changed(self, key: Key, old: Json | None, new: Json | None) -> None:
+        holding = _bound_gpus(new) if new is not None else None
+        with self._lock:
+            previous = self._held.pop(key, None)
+            if previous is not None:
+                node, gpus = previous
+                left = self._per_node.get(node, 0) - gpus
+                if left > 0:
+                    self._per_node[node] = left
+                else:
+                    self._per_node.pop(node, None)
+            if holding is not None:
+                self._held[key] = holding
+                self._per_node[holding[0]] = self._per_node.get(holding[0], 0) + holding[1]
+
+    def per_node(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._per_node)
+
+
+def _owner_label_group(obj: Json) -> Key | None:
+    """(namespace, `gptoss.io/deployment` label): the group a CR's pods and children are read by."""
+    meta = obj.get("metadata") or {}
+    owner = (meta.get("labels") or {}).get(names.LABEL_DEPLOYMENT)
+    return (str(meta.get("namespace") or ""), str(owner)) if owner else None
 
 
 def _owner_key(obj: Mapping[str, Any]) -> Key | None:
@@ -318,7 +450,10 @@ class ClusterCache:
         # The GptOssDeployments themselves: the resync walks them, a reconcile reads its CR here (no GET).
         self.deployments = Store(monotonic=True)
         self.nodes = Store()
-        self.pods = Store()
+        self._gpu_usage = GpuUsage()
+        self.pods = Store(index=Index(_owner_label_group), observers=[self._gpu_usage])
+        self._snapshot: tuple[tuple[int, int], CapacitySnapshot] | None = None  # (store versions, snapshot)
+        self._snapshot_lock = threading.Lock()
         self.storage_classes = Store()
         # Optional reads: status words are better with them, nothing waits for them (a 403 leaves them unsynced).
         self.optional_reflectors: list[Reflector] = [
@@ -342,7 +477,7 @@ class ClusterCache:
             self.reflectors.append(Reflector(kube, spec, self.deployments, self._deployment_changed))
             for kind in child_kinds:
                 rtype = resource_type(kind)
-                store = self.children.setdefault(rtype.kind, Store())
+                store = self.children.setdefault(rtype.kind, Store(index=Index(_owner_label_group)))
                 spec = WatchSpec(rtype, namespace, label_selector=names.LABEL_DEPLOYMENT)
                 self.reflectors.append(Reflector(kube, spec, store, self._child_changed))
 
@@ -367,7 +502,7 @@ class ClusterCache:
         """The owner's children by (kind, name): those labelled with its name in its namespace."""
         found: dict[tuple[str, str], Json] = {}
         for store in self.children.values():
-            for obj in store.items():
+            for obj in store.indexed((namespace, owner_name)):
                 meta = obj.get("metadata") or {}
                 labels = meta.get("labels") or {}
                 if meta.get("namespace") == namespace and labels.get(names.LABEL_DEPLOYMENT) == owner_name:
@@ -382,9 +517,11 @@ class ClusterCache:
 
     def pods_labelled(self, namespace: str, labels: Mapping[str, str]) -> list[Json]:
         """Pods in `namespace` carrying every one of `labels`, finished ones included (their exit tells why)."""
+        owner = labels.get(names.LABEL_DEPLOYMENT)
+        candidates = self.pods.indexed((namespace, owner)) if owner else self.pods.items()
         return [
             pod
-            for pod in self.pods.items()
+            for pod in candidates
             if (pod.get("metadata") or {}).get("namespace") == namespace
             and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
@@ -404,18 +541,25 @@ class ClusterCache:
         return [_key_of(obj) for obj in self.deployments.items()]
 
     def snapshot(self) -> CapacitySnapshot:
-        """GPU nodes and active pods (all namespaces) as of now."""
-        return CapacitySnapshot(self.nodes.items(), [p for p in self.pods.items() if _is_active(p)])
+        """GPU nodes, active pods (all namespaces) and GPUs held per node, as of now.
+
+        Made again only after a node or pod changed: an idle fleet's reconciles and autoscaler rounds share one.
+        """
+        versions = (self.nodes.version, self.pods.version)  # read first: a change after it makes the next one
+        with self._snapshot_lock:
+            if self._snapshot is not None and self._snapshot[0] == versions:
+                return self._snapshot[1]
+            made = CapacitySnapshot(
+                tuple(self.nodes.items()),
+                tuple(p for p in self.pods.items() if _is_active(p)),
+                self._gpu_usage.per_node(),
+            )
+            self._snapshot = (versions, made)
+            return made
 
     def pods_of(self, namespace: str, labels: Mapping[str, str]) -> list[Json]:
         """Active pods in `namespace` carrying every one of `labels`."""
-        return [
-            pod
-            for pod in self.pods.items()
-            if (pod.get("metadata") or {}).get("namespace") == namespace
-            and _is_active(pod)
-            and all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
-        ]
+        return [pod for pod in self.pods_labelled(namespace, labels) if _is_active(pod)]
 
     # --------------------------------------------------------------------------------- triggers
     def _deployment_changed(self, event: str, obj: Json) -> None:

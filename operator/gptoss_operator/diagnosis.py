@@ -5,18 +5,21 @@ facts the reconcile observed (the cache PVC, the StorageClasses, the download Jo
 the token Secret exists, the fetcher's progress); outputs are (status, reason, message) triples with the
 fix named. No clock, no API call, no kopf: rate and ETA arithmetic is here too, tested without a cluster.
 
-Order of the weights verdict, first match wins: done, failed, token Secret absent, volume pending (a
-class that does not exist, no default class, a provisioner that has not bound it), download pod
-unschedulable, download image not pullable, then downloading (with progress when the fetcher reported
-it). A PVC of a `WaitForFirstConsumer` class is Pending until its first pod is scheduled: that is normal,
-so the download pod's own state speaks first there.
+Order of the weights verdict, first match wins: done, failed, token Secret absent, token Secret without
+the key (the kubelet cannot mount it), volume pending (a class that does not exist, no default class, a
+provisioner that has not bound it), download pod unschedulable, download image not pullable, then
+downloading (with progress when the fetcher reported it). A PVC of a `WaitForFirstConsumer` class is
+Pending until its first pod is scheduled: that is normal, so the download pod's own state speaks first there.
+
+With a volume per replica the same facts come from the server pods' `fetch` init containers: each replica
+downloads its own copy, so the replica furthest behind (the longest wait) is the one status reports.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gptoss_operator import names
@@ -38,10 +41,22 @@ REASON_VOLUME_PENDING: Final = "VolumePending"
 REASON_FETCHER_UNSCHEDULABLE: Final = "FetcherUnschedulable"
 REASON_FETCHER_IMAGE_PULL: Final = "FetcherImagePull"
 REASON_TOKEN_SECRET_MISSING: Final = "TokenSecretMissing"  # noqa: S105 - a condition reason, not a secret
+REASON_TOKEN_SECRET_KEY_MISSING: Final = "TokenSecretKeyMissing"  # noqa: S105 - a condition reason, not a secret
 # WeightsReady reasons that need someone to act: a Warning Event when the condition turns to one of them.
 WAITING_REASONS: Final = frozenset(
-    {REASON_VOLUME_PENDING, REASON_FETCHER_UNSCHEDULABLE, REASON_FETCHER_IMAGE_PULL, REASON_TOKEN_SECRET_MISSING}
+    {
+        REASON_VOLUME_PENDING,
+        REASON_FETCHER_UNSCHEDULABLE,
+        REASON_FETCHER_IMAGE_PULL,
+        REASON_TOKEN_SECRET_MISSING,
+        REASON_TOKEN_SECRET_KEY_MISSING,
+    }
 )
+# What the kubelet says when a Secret lacks a key the pod asks for: the volume's items (a FailedMount Event)
+# or an environment variable's secretKeyRef (the container waits in CreateContainerConfigError).
+MISSING_KEY_PHRASES: Final = ("non-existent secret key", "couldn't find key")
+# A container that has not started yet: what a pod whose volumes cannot be mounted shows, and nothing more.
+NOT_STARTED_REASONS: Final = frozenset({"ContainerCreating", "PodInitializing"})
 # Server pods.
 REASON_GPU_PRODUCT_ABSENT: Final = "GPUProductAbsent"
 REASON_INSUFFICIENT_GPUS: Final = "InsufficientGPUs"
@@ -95,10 +110,15 @@ class WeightsFacts:
     job_pods: Sequence[Mapping[str, Any]] = ()  # pods of the current download Job (any phase)
     token_secret: str | None = None  # name of the tokenSecretRef Secret, when one is named
     token_secret_found: bool | None = None  # None: not checked
+    token_key: str | None = None  # the key of that Secret the download mounts
+    # The kubelet's FailedMount messages about download pods that have not started (pod name -> message).
+    mount_failures: Mapping[str, str] = field(default_factory=dict)
     progress: DownloadProgress | None = None
     # A volume per replica (no Job): the desired pods' claim template, and their download init container.
     claim_template: Mapping[str, Any] | None = None
     fetch_container: str | None = None
+    # What each server pod's fetcher reported (pod name -> progress); pods that did not answer are absent.
+    replica_progress: Mapping[str, DownloadProgress] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -110,17 +130,46 @@ def eta_seconds(progress: DownloadProgress) -> int | None:
     return math.ceil(left / progress.bytes_per_second)
 
 
-def progress_status(progress: DownloadProgress | None) -> Json | None:
-    """`status.weights` while a download runs (None: nothing reported, the key is removed)."""
+def progress_status(progress: DownloadProgress | None, replicas_downloading: int | None = None) -> Json | None:
+    """`status.weights` while a download runs (None: nothing reported, the key is removed).
+
+    `replicas_downloading` is set with a volume per replica; the figures are then the replica furthest behind.
+    """
     if progress is None:
         return None
     rate = progress.bytes_per_second
-    return {
+    figures: Json = {
         "bytesDone": progress.bytes_done,
         "bytesTotal": progress.bytes_total,
         "bytesPerSecond": None if rate is None else round(rate),
         "etaSeconds": eta_seconds(progress),
     }
+    if replicas_downloading is not None:
+        figures["replicasDownloading"] = replicas_downloading
+    return figures
+
+
+def furthest_behind(progress_by_pod: Mapping[str, DownloadProgress]) -> tuple[str, DownloadProgress] | None:
+    """The replica whose download ends last: the longest ETA; without ETAs, the fewest bytes done (ties: name)."""
+    if not progress_by_pod:
+        return None
+
+    def wait(item: tuple[str, DownloadProgress]) -> tuple[int, int, str]:
+        name, progress = item
+        eta = eta_seconds(progress)
+        return (-1 if eta is None else eta, -progress.bytes_done, name)
+
+    return max(sorted(progress_by_pod.items()), key=wait)
+
+
+def weights_status(facts: WeightsFacts, server_pods: Sequence[Mapping[str, Any]]) -> Json | None:
+    """`status.weights` while weights download: the Job's fetcher, or the replica furthest behind."""
+    if facts.fetch_container is None:
+        return progress_status(facts.progress)
+    fetching = fetching_pods(server_pods, facts.fetch_container)
+    reported = {name: facts.replica_progress[name] for name in map(_name, fetching) if name in facts.replica_progress}
+    behind = furthest_behind(reported)
+    return None if behind is None else progress_status(behind[1], len(fetching))
 
 
 def human_bytes(count: float) -> str:
@@ -338,13 +387,68 @@ def _token_missing(facts: WeightsFacts) -> Verdict | None:
     )
 
 
+def _missing_key_text(pod: Mapping[str, Any], facts: WeightsFacts) -> str | None:
+    """The kubelet's words when the pod cannot start because a Secret lacks a key, else None."""
+    for container in _statuses(pod):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        message = str(waiting.get("message") or "")
+        if waiting.get("reason") == "CreateContainerConfigError" and any(p in message for p in MISSING_KEY_PHRASES):
+            return message
+    message = facts.mount_failures.get(_name(pod), "")
+    return message if any(phrase in message for phrase in MISSING_KEY_PHRASES) else None
+
+
+def token_key_missing(facts: WeightsFacts, pods: Sequence[Mapping[str, Any]]) -> Verdict | None:
+    """TokenSecretKeyMissing when a download pod cannot start because the token Secret lacks the key.
+
+    The operator reads only the Secret's metadata (never its data, docs/security.md), so the kubelet is the
+    one who finds the key missing: a FailedMount Event (the token is a Secret volume item) or, for a key
+    taken into an environment variable, CreateContainerConfigError.
+    """
+    if facts.token_secret is None:
+        return None
+    for pod in _active(pods):
+        said = _missing_key_text(pod, facts)
+        if said is None:
+            continue
+        key = facts.token_key or "?"
+        return Verdict(
+            "False",
+            REASON_TOKEN_SECRET_KEY_MISSING,
+            f"Secret {facts.token_secret} ({TOKEN_FIELD}.name) has no key {key} ({TOKEN_FIELD}.key), so the weights "
+            f"download in pod {_name(pod)} cannot start (kubelet: {said.strip()}); put the Hugging Face token under "
+            f"the key {key} (kubectl create secret generic {facts.token_secret} --from-literal={key}=<token> "
+            f"--dry-run=client -o yaml | kubectl apply -f -) or set {TOKEN_FIELD}.key to the key that holds it; "
+            "the pod starts once the key exists"[:MAX_MESSAGE],
+        )
+    return None
+
+
+def fetching_pods(server_pods: Sequence[Mapping[str, Any]], fetch_container: str | None) -> list[Mapping[str, Any]]:
+    """Server pods whose download init container is running now (a volume per replica), by name."""
+    if fetch_container is None:
+        return []
+    return sorted((p for p in _active(server_pods) if _runs(p, fetch_container)), key=_name)
+
+
+def not_started(pod: Mapping[str, Any], container: str | None) -> bool:
+    """A scheduled pod whose download container has not started: what a volume that cannot mount looks like."""
+    if container is None or not (pod.get("spec") or {}).get("nodeName") or not _active([pod]):
+        return False
+    for status in _statuses(pod):
+        if status.get("name") == container:
+            waiting = (status.get("state") or {}).get("waiting")
+            return waiting is not None and waiting.get("reason") in NOT_STARTED_REASONS
+    return True  # the kubelet has not reported the container yet
+
+
 def per_replica_verdict(facts: WeightsFacts, server_pods: Sequence[Mapping[str, Any]]) -> Verdict | None:
     """WeightsReady while each server pod downloads into a volume of its own (None: nothing to say).
 
     The claims are the pods' (`<pod>-weights`), not the operator's: what is certain is read from the claim
     template and the StorageClasses; an unschedulable or image-pulling pod is said by Ready.
     """
-    token = _token_missing(facts)
+    token = _token_missing(facts) or token_key_missing(facts, server_pods)
     if token is not None:
         return token
     template = facts.claim_template
@@ -353,15 +457,19 @@ def per_replica_verdict(facts: WeightsFacts, server_pods: Sequence[Mapping[str, 
         certain = _class_problem(subject, template.get("storageClassName"), facts.storage_classes)
         if certain is not None:
             return _pending(certain)
-    fetching = [p for p in _active(server_pods) if _runs(p, facts.fetch_container)]
-    if fetching:
-        return Verdict(
-            "False",
-            REASON_DOWNLOADING,
-            f"{len(fetching)} replica(s) are downloading the weights into their own volumes (e.g. pod "
-            f"{_name(fetching[0])})",
-        )
-    return None
+    fetching = fetching_pods(server_pods, facts.fetch_container)
+    if not fetching:
+        return None
+    message = f"{len(fetching)} replica(s) are downloading the weights into their own volumes"
+    reported = {name: facts.replica_progress[name] for name in map(_name, fetching) if name in facts.replica_progress}
+    behind = furthest_behind(reported)
+    if behind is None:
+        message += f" (e.g. pod {_name(fetching[0])})"
+    elif len(fetching) == 1:
+        message += f": pod {behind[0]} has {progress_message(behind[1])}"
+    else:
+        message += f"; furthest behind, pod {behind[0]} has {progress_message(behind[1])}"
+    return Verdict("False", REASON_DOWNLOADING, message[:MAX_MESSAGE])
 
 
 def _runs(pod: Mapping[str, Any], init_container: str | None) -> bool:
@@ -377,7 +485,7 @@ def job_verdict(job: Mapping[str, Any], facts: WeightsFacts) -> Verdict:
         return Verdict("True", REASON_DOWNLOADED, f"the weights download Job {_name(job)} completed")
     if _job_condition(job, "Failed"):
         return _download_failed(job, facts)
-    token = _token_missing(facts)
+    token = _token_missing(facts) or token_key_missing(facts, facts.job_pods)
     if token is not None:
         return token
     pod = _latest(_active(facts.job_pods))
@@ -403,6 +511,51 @@ def job_verdict(job: Mapping[str, Any], facts: WeightsFacts) -> Verdict:
                 "registry's reachability and spec.imagePullSecrets"[:MAX_MESSAGE],
             )
     return _downloading(job, facts)
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+REASON_ROLLOUT_OUTAGE: Final = "RollingOutWithOutage"
+REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
+SHARED_CACHE_FIELD: Final = "spec.weights.cache.accessMode"
+
+
+def _no_surge(deployment: Mapping[str, Any]) -> bool:
+    strategy = (deployment.get("spec") or {}).get("strategy") or {}
+    surge = (strategy.get("rollingUpdate") or {}).get("maxSurge")
+    return strategy.get("type") == "Recreate" or str(surge) in ("0", "0%")
+
+
+def _replacing_template(deployment: Mapping[str, Any]) -> bool:
+    """The Deployment rolls a template it had not run before (not its first ReplicaSet, not finished)."""
+    meta = deployment.get("metadata") or {}
+    state = deployment.get("status") or {}
+    conditions = state.get("conditions") or []
+    progressing: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Progressing"), {})
+    if int(state.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return bool(progressing)  # a new template waits for the controller (a first Deployment has no status)
+    revision = str((meta.get("annotations") or {}).get(REVISION_ANNOTATION) or "1")
+    finished = progressing.get("reason") in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded")
+    return revision.isdigit() and int(revision) >= 2 and not finished
+
+
+def rollout_outage(
+    deployment: Mapping[str, Any] | None, *, desired_replicas: int, per_replica_download: bool
+) -> str | None:
+    """Why a rollout leaves nothing serving, when it does: the only replica of a volume-per-replica CR is
+    replaced without a surge pod (no spare GPU), and the new pod must download its own copy of the weights
+    and start before anything serves again. A new revision cannot be downloaded ahead into a volume that
+    belongs to a pod not yet created; the shared cache can (rollout.py), so the message names it."""
+    if deployment is None or not per_replica_download or desired_replicas != 1:
+        return None
+    if not _no_surge(deployment) or not _replacing_template(deployment):
+        return None
+    return (
+        "the only replica is replaced without a surge pod (no spare GPU for one when the rollout started), and "
+        "with a volume per replica the new pod downloads the weights into its own volume and starts before it "
+        "serves: nothing serves until then. To roll without an outage free a GPU for a surge pod, run 2 or more "
+        f"replicas, or use the shared cache ({SHARED_CACHE_FIELD}: ReadWriteMany), whose new weights download "
+        "while the old pod serves (docs/rollouts.md)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- server pods

@@ -514,6 +514,18 @@ class Kube:
                 self._discovery[api_version] = cached
         return kind in cached[1]
 
+    def server_version(self) -> Json:
+        """The API server's /version (gitVersion, major, minor, ...)."""
+        return self.request("discover", "GET", "/version") or {}
+
+    def dry_run_create(self, obj: Mapping[str, Any]) -> Json:
+        """What the server would store for `obj`: a create with dryRun=All (defaulting, admission and the
+        dropping of fields whose feature gate is off all run; nothing is persisted). capabilities.py probes with it."""
+        rtype = resource_of(obj)
+        path = rtype.path((obj.get("metadata") or {}).get("namespace"))
+        query = {"dryRun": "All", "fieldManager": self._field_manager}
+        return self.request("create", "POST", path, query=query, body=dict(obj)) or {}
+
     def nodes(self) -> list[Json]:
         return self.list_items(NODES)
 

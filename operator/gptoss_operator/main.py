@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from gptoss_operator import handlers, leader, metrics
+from gptoss_operator import capabilities, handlers, leader, metrics
 from gptoss_operator import logging as operator_logging
 from gptoss_operator.autoscaling import runner as autoscaling_runner
 from gptoss_operator.kube import Kube
@@ -97,6 +97,8 @@ def run(settings: OperatorSettings) -> None:
     elector = wait_to_lead(settings, kube) if settings.leader_election else None
     if settings.leader_election and elector is None:
         return  # stopped while standing by
+    # Once, as the leader: what this API server serves becomes part of the settings (capabilities.py).
+    settings = capabilities.with_detected_capabilities(settings, kube)
     renewing = threading.Event()
     if elector is not None:
         threading.Thread(

@@ -32,6 +32,7 @@ from gptoss_operator import (
     builders,
     diagnosis,
     download_progress,
+    fetch_events,
     metrics,
     names,
     planner,
@@ -68,6 +69,9 @@ Json = dict[str, Any]
 RECONCILE_CONDITIONS = (*status.OWNED_CONDITIONS, names.COND_CHILDREN_APPLIED, names.COND_UPDATE_AVAILABLE)
 OPERATOR_VERSION = version("gpt-oss-operator")  # recorded in status.runtime (docs/upgrades.md)
 MAX_CONFLICT_RETRIES = 3  # immediate re-runs of a triggered reconcile that lost a write race (HTTP 409)
+# Server pods whose fetcher is asked for progress per reconcile (a volume per replica): each ask may take the
+# reader's timeout, and a few replicas tell how far the download is as well as all of them.
+MAX_PROGRESS_ASKS = 4
 # Optional kinds: listed and applied only where the cluster serves them.
 OPTIONAL_APIS = {"PodMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
 
@@ -231,6 +235,7 @@ class Reconciler:
         self._rollout_slots = upgrades.RolloutSlots()
         self._token_secret_found: dict[tuple[str, str], bool] = {}  # as the last reconcile's GET found it
         self._progress = download_progress.ProgressReader()
+        self._mount_failures = fetch_events.MountFailureReader(self._list_events)
 
     # ------------------------------------------------------------------------------ triggers
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -516,11 +521,11 @@ class Reconciler:
             capacity=cap,
             rollout_held=held,
             cluster_wide_pod_reads=self.settings.cluster_wide_pod_reads,
-            weights_facts=self._weights_facts(cr, wanted_deployment, live),
+            weights_facts=self._weights_facts(cr, wanted_deployment, live, pods),
         )
 
     def _weights_facts(
-        self, cr: GptOssDeployment, deployment: Mapping[str, Any] | None, live: Sequence[Json]
+        self, cr: GptOssDeployment, deployment: Mapping[str, Any] | None, live: Sequence[Json], pods: Sequence[Json]
     ) -> diagnosis.WeightsFacts:
         """What status needs to say why the weights are not there yet; nothing is read once the Job completed."""
         job = _find(live, "Job")
@@ -528,13 +533,22 @@ class Reconciler:
         class_facts = None if classes is None else [diagnosis.StorageClassFacts.from_object(c) for c in classes]
         secret = trust.token_secret_name(cr.spec)
         secret_found = None if secret is None else self._token_secret_found.get((cr.namespace, cr.name))
-        if job is None:  # a volume per replica (or an existing claim): the pods download, no Job
+        token_key = trust.token_secret_key(cr.spec)
+        if cr.spec.weights.existing_claim is not None:
+            return diagnosis.WeightsFacts()  # the user's claim holds the weights: nothing downloads
+        if job is None:  # a volume per replica: the pods download, no Job
+            fetch = builders.weights.FETCH_CONTAINER
+            fetching = diagnosis.fetching_pods(pods, fetch)[:MAX_PROGRESS_ASKS]
+            progress = {str(_name(p)): found for p in fetching if (found := self._progress.read(p)) is not None}
             return diagnosis.WeightsFacts(
                 storage_classes=class_facts,
                 token_secret=secret,
                 token_secret_found=secret_found,
+                token_key=token_key,
+                mount_failures=self._stuck_mounts(secret_found, pods, fetch),
                 claim_template=_claim_template(deployment),
-                fetch_container=builders.weights.FETCH_CONTAINER,
+                fetch_container=fetch,
+                replica_progress=progress,
             )
         if diagnosis.job_verdict(job, diagnosis.WeightsFacts()).status == "True":
             return diagnosis.WeightsFacts()
@@ -546,8 +560,26 @@ class Reconciler:
             job_pods=job_pods,
             token_secret=secret,
             token_secret_found=secret_found,
+            token_key=token_key,
+            mount_failures=self._stuck_mounts(secret_found, job_pods, builders.weights.FETCH_CONTAINER),
             progress=self._progress.read(running[-1]) if running else None,
         )
+
+    def _stuck_mounts(self, secret_found: bool | None, pods: Sequence[Json], container: str) -> dict[str, str]:
+        """The kubelet's FailedMount message for the first download pod that cannot start while the token
+        Secret exists (fetch_events: one pod, rate-limited); empty when none is stuck or no token is used."""
+        if secret_found is not True:
+            return {}
+        stuck = next((p for p in pods if diagnosis.not_started(p, container)), None)
+        message = None if stuck is None else self._mount_failures.read(stuck)
+        return {} if stuck is None or message is None else {str(_name(stuck)): message}
+
+    def _list_events(self, namespace: str, field_selector: str) -> list[Json]:
+        try:
+            return self.kube.list_items(RESOURCES_BY_KIND["Event"], namespace, field_selector=field_selector)
+        except ApiError as error:  # 403: a chart without `list` on events; the diagnosis just says less
+            log.debug("cannot list events in %s (%s): %s", namespace, field_selector, error)
+            return []
 
     def _weights_pods(self, cr: GptOssDeployment) -> list[Json]:
         """The download Job's pods, finished ones included (a failed attempt's exit says why)."""
@@ -582,17 +614,19 @@ class Reconciler:
                 raise
             log.warning("cannot read nodes or pods cluster-wide (%s); CapacityAvailable stays Unknown", error)
             return self.kube.active_pods(cr.namespace, selector), None
-        nodes, all_pods = snapshot.nodes, snapshot.pods
-        pods = [
-            p
-            for p in all_pods
-            if _has_labels(p, pod_labels) and (p.get("metadata") or {}).get("namespace") == cr.namespace
-        ]
+        if self.cache is not None and self.cache.synced:  # own pods by the cache's index, not a scan of all
+            pods = self.cache.pods_of(cr.namespace, pod_labels)
+        else:
+            pods = [
+                p
+                for p in snapshot.pods
+                if _has_labels(p, pod_labels) and (p.get("metadata") or {}).get("namespace") == cr.namespace
+            ]
         pod_spec = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
         placement = capacity_math.Placement.from_pod_spec(
             pod_spec, gpus_per_replica=plan.gpus_per_replica, own_pod_labels=pod_labels, gpu_product=plan.gpu_product
         )
-        fit = capacity_math.replicas_that_fit(nodes, all_pods, placement)
+        fit = capacity_math.replicas_that_fit(snapshot.nodes, pods, placement, used=snapshot.gpus_used)
         cap = status.Capacity(
             product=plan.gpu_product,
             gpus_per_replica=plan.gpus_per_replica,

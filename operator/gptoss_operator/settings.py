@@ -90,6 +90,25 @@ class StandInResources(BaseModel):
     )
 
 
+class ServerCapabilities(BaseModel):
+    """What the API server serves among the features that differ across the Kubernetes minors the chart claims.
+
+    Detected once at start-up by probing the server (capabilities.py) and set on the settings, so that the pure
+    builders and status see them like any other setting. The defaults describe the newest tested Kubernetes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(default="", description="The server's gitVersion (e.g. v1.34.4); empty when not detected.")
+    hpa_tolerance: bool = Field(
+        default=True,
+        description=(
+            "autoscaling/v2 HorizontalPodAutoscaler behavior.scaleUp/scaleDown.tolerance is kept (feature gate "
+            "HPAConfigurableTolerance: alpha and off in Kubernetes 1.33-1.34, beta and on from 1.35)."
+        ),
+    )
+
+
 class FetchToleration(BaseModel):
     """A core/v1 Toleration for the weights download Job's pod."""
 
@@ -267,6 +286,13 @@ class OperatorSettings(BaseSettings):
         default=2.0, gt=0, description="How often the leader renews; a leader that cannot renew in time exits."
     )
     pod_name: str = Field(default="", description="This replica's identity in the Lease (env GPTOSS_POD_NAME).")
+    server_capabilities: ServerCapabilities = Field(
+        default_factory=ServerCapabilities,
+        description=(
+            "What the API server serves (docs/kubernetes-versions.md). `gptoss-operator run` replaces it with what it "
+            "detects at start-up; the default (the newest tested Kubernetes) is what offline rendering assumes."
+        ),
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

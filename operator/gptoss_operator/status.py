@@ -67,6 +67,7 @@ REFUSAL_REASONS: Final = frozenset(
 REASON_CPU_REFERENCE_ENGINE: Final = "CpuReferenceEngine"
 REASON_DOWNLOADING_NEW_REVISION: Final = "DownloadingNewRevision"  # Progressing while a rollout is held
 REASON_GPU_ENGINE: Final = "TensorRTLLM"
+REASON_LOADED: Final = "Loaded"  # WeightsReady once a ready replica has loaded its weights (no Job)
 REASON_PODS_NOT_READABLE: Final = "PodsNotReadable"
 
 Json = dict[str, Any]
@@ -260,7 +261,10 @@ def weights_condition(obs: Observation, counts: _PodCounts | None = None) -> Con
         verdict = diagnosis.job_verdict(job, obs.weights_facts)  # what waits, and the fix (diagnosis)
         return ConditionValue(verdict.status, verdict.reason, verdict.message)
     if counts is not None and counts.current_ready > 0:
-        return ConditionValue("True", "Loaded", "a ready replica has loaded the weights")
+        # With a volume per replica, replicas added later (a scale-up) download their own copy meanwhile.
+        fetching = len(diagnosis.fetching_pods(obs.pods, obs.weights_facts.fetch_container))
+        more = f"; {fetching} more replica(s) still downloading their own copy" if fetching else ""
+        return ConditionValue("True", REASON_LOADED, f"a ready replica has loaded the weights{more}")
     per_replica = diagnosis.per_replica_verdict(obs.weights_facts, obs.pods)  # a volume per replica
     if per_replica is not None:
         return ConditionValue(per_replica.status, per_replica.reason, per_replica.message)
@@ -431,6 +435,15 @@ def _progressing_condition(
         return ConditionValue("True", waiting.reason, waiting.message)
     if capacity.status == "False":
         return ConditionValue("True", "WaitingForCapacity", capacity.message)
+    outage = diagnosis.rollout_outage(
+        obs.deployment,
+        desired_replicas=obs.desired_replicas,
+        per_replica_download=obs.weights_facts.fetch_container is not None,
+    )
+    if outage is not None:
+        return ConditionValue(
+            "True", diagnosis.REASON_ROLLOUT_OUTAGE, f"rolling out generation {obs.generation}: {outage}"
+        )
     if not rollout_done:
         return ConditionValue("True", "RollingOut", f"rolling out generation {obs.generation}")
     return ConditionValue("True", "ReplicasStarting", ready.message)
@@ -448,9 +461,9 @@ def _phase(ready: ConditionValue, degraded: ConditionValue, counts: _PodCounts) 
 
 def _weights_status(obs: Observation, weights: ConditionValue) -> Json | None:
     """`status.weights` (bytes done and total, rate, ETA) while a download runs; None (removed) otherwise."""
-    if weights.reason != diagnosis.REASON_DOWNLOADING:
+    if weights.reason not in (diagnosis.REASON_DOWNLOADING, REASON_LOADED):  # Loaded: replicas added later fetch
         return None
-    return diagnosis.progress_status(obs.weights_facts.progress)
+    return diagnosis.weights_status(obs.weights_facts, obs.pods)
 
 
 def compute_status(

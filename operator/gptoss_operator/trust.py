@@ -44,6 +44,14 @@ def token_secret_name(spec: GptOssDeploymentSpec) -> str | None:
     return source.token_secret_ref.name
 
 
+def token_secret_key(spec: GptOssDeploymentSpec) -> str | None:
+    """The key of the token Secret the download mounts, or None (no token, or no download)."""
+    source = spec.weights.hugging_face
+    if token_secret_name(spec) is None or source is None or source.token_secret_ref is None:
+        return None
+    return source.token_secret_ref.key
+
+
 def is_marked(metadata: Mapping[str, Any]) -> bool:
     """Whether a Secret's metadata carries the weights-token label with the value "true"."""
     labels = metadata.get("labels") or {}

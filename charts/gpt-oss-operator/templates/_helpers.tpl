@@ -117,5 +117,7 @@ lists them), audited against every request it makes; tests/unit/chart/test_chart
 {{- end }}
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  # create: the operator's Events; list: the kubelet's FailedMount Events of a weights download pod that
+  # cannot start (one pod at a time, by field selector; docs/security.md)
+  verbs: ["create", "list"]
 {{- end }}

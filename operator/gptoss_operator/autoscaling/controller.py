@@ -25,11 +25,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from gptoss_operator import builders, metrics, names, planner, status_ownership
+from gptoss_operator import builders, capabilities, metrics, names, planner, status_ownership
 from gptoss_operator.api import GptOssDeployment
 from gptoss_operator.builders.context import child_name
 from gptoss_operator.kube import ApiError
@@ -40,7 +41,7 @@ from gptoss_runtime.contract import METRICS_PORT
 from gptoss_runtime.plan import ServingPlan
 
 from . import record
-from .capacity import Cap, Fit, Placement, cap, replicas_that_fit
+from .capacity import Cap, Fit, Placement, cap, gpus_in_use, replicas_that_fit
 from .config import policy_config
 from .policy import Decision, DecisionHistory, Direction, decide
 from .scrape import ScrapeError, url_host
@@ -80,6 +81,11 @@ class ClusterSnapshot:
 
     nodes: list[Json]
     pods: list[Json]
+
+    @cached_property
+    def gpus_used(self) -> dict[str, int]:
+        """GPUs held per node, counted once per round (not once per deployment)."""
+        return gpus_in_use(self.pods)
 
 
 @dataclass(frozen=True)
@@ -248,7 +254,7 @@ class Autoscaler:
         signals = await self._signals(pods, memory)
         current = cr.spec.replicas
         decision = decide(now, current, signals, memory.history, config)
-        fit = replicas_that_fit(snapshot.nodes, snapshot.pods, placement) if snapshot is not None else None
+        fit = None if snapshot is None else replicas_that_fit(snapshot.nodes, pods, placement, used=snapshot.gpus_used)
         capped = cap(decision.desired, current, fit) if fit is not None else Cap(decision.desired, False, "")
         applied = capped.replicas
         history = record.compact(memory.history.record(now, decision, config, applied))
@@ -359,7 +365,8 @@ class Autoscaler:
     async def _standard_mode(self, body: Json, cr: GptOssDeployment, mode: str) -> Outcome:
         keda = await asyncio.to_thread(self.api.serves_keda) if mode == "keda" else False
         child = child_name(cr.name, limit=253)
-        value = record.mode_scaling_value(mode, keda_installed=keda, child_name=child)
+        unserved = capabilities.tolerance_not_applied(self.settings.server_capabilities, cr.spec.autoscaling)
+        value = record.mode_scaling_value(mode, keda_installed=keda, child_name=child, unserved=unserved)
         autoscaling = record.mode_status(body.get("status"), mode)
         conditions = {names.COND_SCALING_ACTIVE: value, names.COND_CAPACITY_LIMITED: None}
         written = await self._write(body, autoscaling, conditions, self._clock())

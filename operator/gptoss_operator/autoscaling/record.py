@@ -195,18 +195,24 @@ def operator_scaling_value(decision: Decision, interval_seconds: float) -> Condi
     )
 
 
-def mode_scaling_value(mode: str, *, keda_installed: bool, child_name: str) -> ConditionValue:
-    """ScalingActive in modes hpa and keda, where a standard autoscaler acts."""
+def mode_scaling_value(
+    mode: str, *, keda_installed: bool, child_name: str, unserved: str | None = None
+) -> ConditionValue:
+    """ScalingActive in modes hpa and keda, where a standard autoscaler acts; `unserved` says what of the spec
+    this API server does not serve (capabilities.tolerance_not_applied)."""
+    also = f"; {unserved}" if unserved else ""
     if mode == "hpa":
         return ConditionValue(
             "True",
             "HorizontalPodAutoscaler",
             f"the HorizontalPodAutoscaler {child_name} scales this deployment on Pods metrics served by "
-            "Prometheus Adapter (the chart's adapter rules); GPU capacity is not checked in this mode",
+            f"Prometheus Adapter (the chart's adapter rules); GPU capacity is not checked in this mode{also}",
         )
     if keda_installed:
         return ConditionValue(
-            "True", "ScaledObject", f"the KEDA ScaledObject {child_name} scales this deployment on Prometheus queries"
+            "True",
+            "ScaledObject",
+            f"the KEDA ScaledObject {child_name} scales this deployment on Prometheus queries{also}",
         )
     return ConditionValue(
         "False",

@@ -50,14 +50,14 @@ class KubeAutoscalerApi:
 
     def nodes(self) -> list[Json]:
         cache = self._cache()
-        return cache.snapshot().nodes if cache is not None else self.kube.nodes()
+        return list(cache.snapshot().nodes) if cache is not None else self.kube.nodes()
 
     def active_pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Json]:
         cache = self._cache()
         if cache is None:
             return self.kube.active_pods(namespace, label_selector)
         if namespace is None:
-            return cache.snapshot().pods  # the autoscaler asks for one namespace only without cluster-wide reads
+            return list(cache.snapshot().pods)  # the autoscaler asks for one namespace only without cluster-wide reads
         labels = dict(part.split("=", 1) for part in (label_selector or "").split(",") if "=" in part)
         return cache.pods_of(namespace, labels)
 

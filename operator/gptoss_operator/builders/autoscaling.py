@@ -42,19 +42,25 @@ def _scale_target(ctx: BuildContext) -> Manifest:
     return {"apiVersion": names.API_VERSION, "kind": names.KIND, "name": ctx.name}
 
 
-def _rules(behavior: ScalingBehavior, tolerance: float) -> Manifest:
-    return {
+def _rules(behavior: ScalingBehavior, tolerance: float | None) -> Manifest:
+    rules: Manifest = {
         "stabilizationWindowSeconds": behavior.stabilization_window_seconds,
         "selectPolicy": "Max",
         "policies": [{"type": "Pods", "value": behavior.max_step_replicas, "periodSeconds": POLICY_PERIOD_SECONDS}],
-        "tolerance": quantity(tolerance),
     }
+    if tolerance is not None:
+        rules["tolerance"] = quantity(tolerance)
+    return rules
 
 
-def _behavior(autoscaling: AutoscalingSpec) -> Manifest:
+def _behavior(ctx: BuildContext) -> Manifest:
+    autoscaling = ctx.cr.spec.autoscaling
+    # A server without the tolerance field drops it; sent anyway, the live HPA would never match the desired
+    # one and every reconcile would apply it again (capabilities.py detects it; status says so).
+    tolerance = autoscaling.tolerance if ctx.settings.server_capabilities.hpa_tolerance else None
     return {
-        "scaleUp": _rules(autoscaling.scale_up, autoscaling.tolerance),
-        "scaleDown": _rules(autoscaling.scale_down, autoscaling.tolerance),
+        "scaleUp": _rules(autoscaling.scale_up, tolerance),
+        "scaleDown": _rules(autoscaling.scale_down, tolerance),
     }
 
 
@@ -81,7 +87,7 @@ def build_horizontal_pod_autoscaler(ctx: BuildContext) -> Manifest | None:
             "minReplicas": max(1, autoscaling.min_replicas),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics,
-            "behavior": _behavior(autoscaling),
+            "behavior": _behavior(ctx),
         },
     }
 
@@ -132,7 +138,7 @@ def build_scaled_object(ctx: BuildContext) -> Manifest | None:
             "maxReplicaCount": autoscaling.max_replicas,
             "pollingInterval": KEDA_POLLING_INTERVAL_SECONDS,
             "cooldownPeriod": autoscaling.scale_down.stabilization_window_seconds,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(autoscaling)}},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(ctx)}},
             "triggers": triggers,
         },
     }

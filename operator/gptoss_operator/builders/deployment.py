@@ -24,9 +24,11 @@ Choices, and why:
 - When the operator downloads the weights into a shared claim, an init container waits for the Job's
   completion marker, so a new pod shows `Init:0/1` while the Job runs instead of crash-looping (and then
   starting minutes late because of the crash-loop back-off). It runs `sh`, which every image of the runtime
-  has. With a volume per replica (the default, builders/weights.py), the init container is the download
-  itself (the operator's fetcher image) into the pod's own ephemeral volume. Only a first rollout waits
-  there: a later revision downloads while the old pods serve (`gptoss_operator.rollout`, docs/rollouts.md).
+  has; only a first rollout waits there: a later revision downloads while the old pods serve
+  (`gptoss_operator.rollout`, docs/rollouts.md). With a volume per replica (the default,
+  builders/weights.py), the init container is the download itself (the operator's fetcher image) into the
+  pod's own ephemeral volume, so every new pod downloads, in a rollout too: a surge pod keeps the old ones
+  serving meanwhile, and without one a single replica is down for it (status says so, docs/rollouts.md).
 - Startup budget: `spec.startupTimeoutSeconds`, else the weights read at a conservative rate plus the
   engine's warm-up; `progressDeadlineSeconds` covers the download Job's deadline, that budget and
   scheduling, so a slow first download is not reported as a failed rollout.

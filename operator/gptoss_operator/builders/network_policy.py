@@ -3,7 +3,8 @@
 Ingress only. The serving ports (the OpenAI gateway's; Triton's HTTP and gRPC only without the gateway,
 since with it they listen on the pod's loopback) are open to the deployment's own namespace and the
 allowed namespaces (or to everyone with allowAll); the metrics port is open to all so Prometheus can
-scrape from its own namespace. Egress is left unrestricted on purpose: the policy selects only the server
+scrape from its own namespace, and so is the download progress port while pods fill a volume of their own
+(the operator reads it from its namespace). Egress is left unrestricted on purpose: the policy selects only the server
 pods (the download Job is not covered, it must reach Hugging Face or a mirror), and the server itself
 opens no outside connections (HF_HUB_OFFLINE); denying egress would only break DNS and tracing for no gain.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from gptoss_operator import names
 from gptoss_operator.builders.context import BuildContext, Manifest
+from gptoss_operator.builders.weights import downloads_per_replica
 from gptoss_runtime import contract
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -32,7 +34,10 @@ def build_network_policy(ctx: BuildContext) -> Manifest | None:
                 }
             }
         ]
-    metrics_rule: Manifest = {"ports": [{"protocol": "TCP", "port": contract.METRICS_PORT}]}
+    # The metrics port, and with a volume per replica the fetch init container's progress page (bytes done:
+    # the operator reads it for status.weights, as it reads the download Job's, which no policy covers).
+    open_ports = [contract.METRICS_PORT, *([contract.FETCH_PROGRESS_PORT] if downloads_per_replica(ctx) else [])]
+    metrics_rule: Manifest = {"ports": [{"protocol": "TCP", "port": port} for port in open_ports]}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -1,15 +1,13 @@
 """`TritonPythonModel` for `gpt_oss`: Triton's Python backend glue around `GenerationService`.
 
-Decoupled transaction policy with a coroutine `execute` (supported for decoupled models by the Python
-backend since 23.04): the stub runs each `execute` on its event loop without waiting for it, so many
-requests stream at once. `execute` hands each request to the engine's own event loop (a thread of the
-model), which the model can still use in `finalize` to close the engine. Each request gets a
-response per streamed step (the engine streams every `stream_interval` steps); the last response
-carries `finish_reason` and the final flag. Responses go out from a few sender threads (`delivery.Outbox`),
-never from the engine's loop. A client that cancels its gRPC stream (or drops its HTTP
-`generate_stream` connection) is seen by one sweep over all requests in flight
-(`delivery.CancellationSweep`), which cancels that request's task: the engine request is then
-cancelled and the request counted with outcome `cancelled`.
+Decoupled transaction policy: `execute` hands the requests to the engine's own event loop (a thread of
+the model) and returns at once, so many requests stream at once; the model can still use that loop in
+`finalize` to close the engine. Each request gets a response per streamed step (the engine streams
+every `stream_interval` steps); the last response carries the last text, `finish_reason` and the final
+flag. Responses go out from sender threads (`delivery.Outbox`), never from the engine's loop. A client
+that cancels its gRPC stream (or drops its HTTP `generate_stream` connection) is seen by one sweep
+over all requests in flight (`delivery.CancellationSweep`), which cancels that request's task: the
+engine request is then cancelled and the request counted with outcome `cancelled`.
 
 The engine comes from `engine.json` next to `config.pbtxt` (written by `gptoss_runtime.triton_repo`):
 `reference` (numpy, CPU), `trtllm` (TensorRT-LLM LLM API, GPUs) or `scripted` (tests only).
@@ -40,12 +38,20 @@ from gptoss_runtime.triton_model.service import (
     InputError,
     StepOutput,
     gathered,
+    joined,
     parse_request,
 )
 
 ENGINE_OPTIONS_FILE: Final = "engine.json"
 METRICS_REFRESH_SECONDS: Final = 0.5
 ENGINE_CLOSE_TIMEOUT_SECONDS: Final = 10.0
+
+
+def _joined_steps(earlier: Any, later: Any) -> Any:
+    """Responses queued together for one request go out as one where they can (see `Outbox`)."""
+    if isinstance(earlier, StepOutput) and isinstance(later, StepOutput):
+        return joined(earlier, later)
+    return None
 
 
 def build_engine(options: dict[str, Any], tokenizer: Tokenizer) -> Engine:
@@ -100,6 +106,7 @@ class TritonPythonModel:
         # running callbacks before `finalize` (measured: a coroutine handed to it from finalize never
         # ran), and the engine must still be closed there (TensorRT-LLM's MPI workers, for one).
         self._loop = asyncio.new_event_loop()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="gpt_oss-engine", daemon=True)
         self._loop_thread.start()
         self._refresher = asyncio.run_coroutine_threadsafe(self._refresh_forever(), self._loop)
@@ -108,7 +115,10 @@ class TritonPythonModel:
         self._metrics_thread = threading.Thread(target=self._flush_metrics_forever, name="gpt_oss-metrics", daemon=True)
         self._metrics_thread.start()
         self._outbox: Outbox[StepOutput | Any] = Outbox(
-            self._response_or_error, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL, pb_utils.Logger.log_warn
+            self._response_or_error,
+            pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+            pb_utils.Logger.log_warn,
+            merge=_joined_steps,
         )
         self._sweep = CancellationSweep()
         pb_utils.Logger.log_info(
@@ -118,11 +128,19 @@ class TritonPythonModel:
         # full scans, each of which stalls every stream of this process at once.
         gc.freeze()
 
-    async def execute(self, requests: list[Any]) -> None:
-        """Runs on the stub's loop; each request is served on the engine's loop (the response sender
-        and `is_cancelled` may be used from any thread)."""
-        served = [asyncio.run_coroutine_threadsafe(self._serve(request), self._loop) for request in requests]
-        await asyncio.gather(*(asyncio.wrap_future(future) for future in served))
+    def execute(self, requests: list[Any]) -> None:
+        """Runs on the stub's main thread: hands the requests to the engine's loop in one wake-up and
+        returns (decoupled: every response, the final one included, goes out from the outbox; the
+        response sender and `is_cancelled` may be used from any thread). Nothing waits for a request
+        to end: a future per request, chained back to the stub's own loop, cost two cross-thread
+        wake-ups per request, which stalled every stream when many requests ended together."""
+        self._loop.call_soon_threadsafe(self._start, list(requests))
+
+    def _start(self, requests: list[Any]) -> None:
+        for request in requests:
+            task = self._loop.create_task(self._serve(request))
+            self._in_flight.add(task)  # the loop keeps weak references to its tasks only
+            task.add_done_callback(self._in_flight.discard)
 
     def finalize(self) -> None:
         self._sweep.close(timeout=ENGINE_CLOSE_TIMEOUT_SECONDS)

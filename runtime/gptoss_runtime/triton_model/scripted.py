@@ -16,8 +16,9 @@ chunks of `stream_interval` (as TensorRT-LLM's `stream_interval` does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from gptoss_runtime.engine.base import EngineStats, GenerationRequest, TokenChunk, TokenLogprob
@@ -128,8 +129,10 @@ class ScriptedEngine:
             self._waiting -= 1
             self._running += 1
             self._prompt += len(request.prompt_token_ids)
-            async for chunk in self._emit(request):
-                yield chunk
+            # Closed here, not left to the loop's async-generator finalizer (a cross-thread wake-up).
+            async with contextlib.aclosing(self._emit(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled_request_ids.append(request.request_id)
             raise
@@ -153,27 +156,24 @@ class ScriptedEngine:
                 return
         yield from self._script
 
-    async def _emit(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    async def _emit(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         stop_ids = set(request.sampling.stop_token_ids)
         started = asyncio.get_running_loop().time()
         produced = 0
         pending: list[int] = []
         for token in self._completion(request):
-            if produced >= request.sampling.max_tokens:
-                await self._pace(started, produced, len(pending))
-                self._generated += len(pending)
-                yield self._chunk(request, pending, "length")
-                return
             pending.append(token)
             produced += 1
-            if token in stop_ids or len(pending) >= self._stream_interval:
+            # As TensorRT-LLM does, the output that reaches a stop token or `max_tokens` carries the
+            # finish reason with its tokens (not an empty output after them: one response fewer).
+            finish = "stop" if token in stop_ids else "length" if produced >= request.sampling.max_tokens else None
+            if finish is not None or len(pending) >= self._stream_interval:
                 await self._pace(started, produced, len(pending))
                 self._generated += len(pending)
                 chunk, pending = pending, []
-                if token in stop_ids:
-                    yield self._chunk(request, chunk, "stop")
+                yield self._chunk(request, chunk, finish)
+                if finish is not None:
                     return
-                yield self._chunk(request, chunk, None)
         await self._pace(started, produced, len(pending))
         self._generated += len(pending)
         yield self._chunk(request, pending, "stop")

@@ -11,6 +11,7 @@ request and counts the request as cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import time
@@ -400,6 +401,8 @@ class GenerationService:
                     self._metrics.time_to_first_token(time.monotonic() - started)
                 generated += len(chunk.token_ids)
                 self._metrics.generated_tokens(len(chunk.token_ids))
+            steps: list[StepOutput] = []
+            finish_reason = chunk.finish_reason
             for piece in self._pieces(parser, chunk):
                 logprobs = tuple(piece.logprobs)
                 if piece.channel == _ANSWER_CHANNEL:
@@ -408,16 +411,17 @@ class GenerationService:
                 else:
                     text = piece.text
                 if text or logprobs:
-                    yield StepOutput(text, piece.channel, prompt_tokens, generated, logprobs=logprobs)
+                    steps.append(StepOutput(text, piece.channel, prompt_tokens, generated, logprobs=logprobs))
                 if matcher.stopped:
-                    yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
-                    return
-            if chunk.finish_reason is not None:
-                held = matcher.flush()
-                if held:
-                    yield StepOutput(held, _ANSWER_CHANNEL, prompt_tokens, generated)
-                yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, chunk.finish_reason)
+                    finish_reason = schema.FINISH_STOP
+                    break
+            if finish_reason is not None:
+                held = "" if matcher.stopped else matcher.flush()
+                for step in _finished(steps, held, finish_reason, prompt_tokens, generated):
+                    yield step
                 return
+            for step in steps:
+                yield step
         yield StepOutput("", _ANSWER_CHANNEL, prompt_tokens, generated, schema.FINISH_STOP)
 
     def _pieces(self, parser: harmony.HarmonyStreamParser | harmony.RawTextParser, chunk: TokenChunk) -> list[_Piece]:
@@ -487,25 +491,46 @@ class _AnswerLogprobs:
         return tuple(kept)
 
 
+def _finished(
+    steps: list[StepOutput], held: str, finish_reason: str, prompt_tokens: int, generated: int
+) -> list[StepOutput]:
+    """A finishing chunk's steps, the last one carrying the finish reason: the answer's last text goes
+    out with it in one response (each response is a round trip to the server and a message to the
+    gateway; an empty finishing response after every request's last text was a third of all responses
+    when many streams ended together). After reasoning or a message to a tool, the finish reason
+    comes in an answer step of its own, as before."""
+    if steps and steps[-1].channel == _ANSWER_CHANNEL:
+        last = steps[-1]
+        return [*steps[:-1], dataclasses.replace(last, text=last.text + held, finish_reason=finish_reason)]
+    return [*steps, StepOutput(held, _ANSWER_CHANNEL, prompt_tokens, generated, finish_reason)]
+
+
 def channel_label(delta: harmony.ChannelDelta) -> str:
     """The `channel` output: the channel, and for a message to a tool ` to=<recipient>` (see schema)."""
     return f"{delta.channel} to={delta.recipient}" if delta.recipient else delta.channel
+
+
+def joined(earlier: StepOutput, later: StepOutput) -> StepOutput | None:
+    """Two consecutive steps as one (same channel, the earlier not the last), or None."""
+    if earlier.channel != later.channel or earlier.finish_reason:
+        return None
+    return StepOutput(
+        earlier.text + later.text,
+        later.channel,
+        later.prompt_tokens,
+        later.completion_tokens,
+        later.finish_reason,
+        earlier.logprobs + later.logprobs,
+    )
 
 
 async def gathered(steps: AsyncIterator[StepOutput]) -> AsyncIterator[StepOutput]:
     """The steps joined into one per run of the same channel, released when the last step arrives."""
     runs: list[StepOutput] = []
     async for step in steps:
-        if runs and runs[-1].channel == step.channel and not runs[-1].finish_reason:
-            previous = runs[-1]
-            runs[-1] = StepOutput(
-                previous.text + step.text,
-                step.channel,
-                step.prompt_tokens,
-                step.completion_tokens,
-                step.finish_reason,
-                previous.logprobs + step.logprobs,
-            )
+        run = joined(runs[-1], step) if runs else None
+        if run is not None:
+            runs[-1] = run
         elif step.text or step.finish_reason or step.logprobs:
             runs.append(step)
     for run in runs:

@@ -122,6 +122,29 @@ async def test_service_separates_channels_and_counts(tokenizer: Tokenizer) -> No
     assert len(metrics.first_token_seconds) == 1
 
 
+async def test_the_last_answer_text_carries_the_finish_reason(tokenizer: Tokenizer) -> None:
+    """The answer's last text and the finish reason go out in one response (not an empty one after it):
+    a round trip to the server fewer per request."""
+    engine = ScriptedEngine.from_options(tokenizer, {"stream_interval": 1000})
+    service = GenerationService(engine, tokenizer, RecordingMetrics(), max_seq_len=1024)
+
+    steps = [step async for step in service.stream("r1", parse(text_input="Hi"))]
+
+    assert [(step.channel, step.text, step.finish_reason) for step in steps] == [
+        ("analysis", DEFAULT_ANALYSIS, ""),
+        ("final", DEFAULT_FINAL, "stop"),
+    ]
+
+
+async def test_a_request_cut_at_max_tokens_ends_with_its_text(tokenizer: Tokenizer) -> None:
+    engine = ScriptedEngine.from_options(tokenizer, {"stream_interval": 4})
+    service = GenerationService(engine, tokenizer, RecordingMetrics(), max_seq_len=4096)
+
+    steps = [step async for step in service.stream("r1", parse(text_input=ENDLESS_TRIGGER, max_tokens=40))]
+
+    assert steps[-1].finish_reason == "length" and steps[-1].text and steps[-1].completion_tokens == 40
+
+
 async def test_service_cancels_the_engine_request_when_its_task_is_cancelled(tokenizer: Tokenizer) -> None:
     metrics = RecordingMetrics()
     engine = ScriptedEngine.from_options(tokenizer, {"scripted_token_delay_s": 0.01})
@@ -185,3 +208,12 @@ async def test_scripted_engine_streams_in_chunks_of_stream_interval(tokenizer: T
     assert [len(chunk.token_ids) for chunk in chunks] == [4, 4, 2]
     assert chunks[-1].finish_reason == "length"
     assert engine.stats().generated_tokens_total == 10
+
+
+async def test_the_chunk_that_reaches_max_tokens_carries_the_finish_reason(tokenizer: Tokenizer) -> None:
+    """As TensorRT-LLM's last output: no empty chunk after the tokens (one response fewer)."""
+    engine = ScriptedEngine.from_options(tokenizer, {"stream_interval": 4})
+    request = GenerationRequest("r6", tokenizer.encode(ENDLESS_TRIGGER), SamplingParams(max_tokens=8))
+    chunks = [chunk async for chunk in engine.generate(request)]
+
+    assert [(len(chunk.token_ids), chunk.finish_reason) for chunk in chunks] == [(4, None), (4, "length")]

@@ -45,7 +45,8 @@ OPERATOR_GRANT: dict[tuple[str, str], set[str]] = {
     ("monitoring.coreos.com", "podmonitors"): CHILD_VERBS,
     ("keda.sh", "scaledobjects"): CHILD_VERBS,
     ("", "secrets"): {"get"},  # a token Secret's label, as PartialObjectMetadata
-    ("", "events"): {"create"},  # core/v1 Events (Kopf's posting is off)
+    # core/v1 Events (Kopf's posting is off); list: a stuck download pod's FailedMount Events (fetch_events)
+    ("", "events"): {"create", "list"},
     ("", "nodes"): {"list", "watch"},  # GPU node cache
     ("", "pods"): {"list", "watch"},  # pod cache (capacity counts every tenant's pods)
     ("storage.k8s.io", "storageclasses"): {"list", "watch"},  # why a cache claim is Pending

@@ -218,17 +218,22 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
+def settings_of(docs: list[dict[str, Any]], monkeypatch: Any) -> OperatorSettings:
+    """The operator's settings from exactly the rendered Deployment's environment (the test's GPTOSS_* cleared)."""
+    for key in list(os.environ):
+        if key.startswith("GPTOSS_"):
+            monkeypatch.delenv(key)
+    for key, value in env_of(docs).items():
+        monkeypatch.setenv(key, value)
+    return OperatorSettings()  # pydantic validates every value the chart passes
+
+
 def test_env_maps_onto_operator_settings(rendered: tuple[str, list[dict[str, Any]]], monkeypatch: Any) -> None:
     _, docs = rendered
     env = env_of(docs)
     fields = {f"GPTOSS_{name.upper()}" for name in OperatorSettings.model_fields}
     assert set(env) <= fields, f"env without a settings field: {set(env) - fields}"
-    for key in list(os.environ):
-        if key.startswith("GPTOSS_"):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = OperatorSettings()  # pydantic validates every value the chart passes
+    settings = settings_of(docs, monkeypatch)
     assert settings.metrics_port == 8080
     assert settings.health_port == 8081
 
@@ -246,12 +251,7 @@ def test_values_reach_the_settings(monkeypatch: Any) -> None:
 
 def test_cpu_stand_in_and_mirror_reach_the_settings(monkeypatch: Any) -> None:
     docs = render(*VALUE_SETS["cpu-stand-in"])
-    for key in list(os.environ):
-        if key.startswith("GPTOSS_"):
-            monkeypatch.delenv(key)
-    for key, value in env_of(docs).items():
-        monkeypatch.setenv(key, value)
-    settings = OperatorSettings()
+    settings = settings_of(docs, monkeypatch)
     assert settings.engine_stand_in == "reference"
     assert settings.weights_mirror_endpoint == "http://hf-mirror.gpt-oss-system.svc:8080"
     assert settings.stand_in_resources.server.manifest() == {
@@ -269,12 +269,7 @@ def test_placement_values_reach_the_settings(monkeypatch: Any) -> None:
         "operator.fetch.tolerations[0].operator=Exists",
         "operator.fetch.priorityClassName=low",
     )
-    for key in list(os.environ):
-        if key.startswith("GPTOSS_"):
-            monkeypatch.delenv(key)
-    for key, value in env_of(docs).items():
-        monkeypatch.setenv(key, value)
-    settings = OperatorSettings()
+    settings = settings_of(docs, monkeypatch)
     assert settings.server_node_selector == {"gptoss.dev/real-node": "true"}
     assert settings.fetch_node_selector == {"role": "download"}
     assert [t.manifest() for t in settings.fetch_tolerations] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
@@ -288,12 +283,7 @@ def test_fetch_mirror_values_reach_the_settings(monkeypatch: Any) -> None:
         "operator.fetch.noProxy=.svc\\,.cluster.local",
         "operator.fetch.caBundle.configMapName=corp-ca",
     )
-    for key in list(os.environ):
-        if key.startswith("GPTOSS_"):
-            monkeypatch.delenv(key)
-    for key, value in env_of(docs).items():
-        monkeypatch.setenv(key, value)
-    settings = OperatorSettings()
+    settings = settings_of(docs, monkeypatch)
     assert settings.fetcher_image == "registry.corp.example/fetcher:1"
     assert settings.fetch_proxy == "http://proxy.corp.example:3128"
     assert settings.fetch_no_proxy == ".svc,.cluster.local"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gptoss_operator.autoscaling.scrape import ScrapeError
 from gptoss_operator.diagnosis import DownloadProgress
 from gptoss_operator.download_progress import ProgressReader, parse_progress
 from gptoss_runtime import contract
-from gptoss_runtime.fetch_progress import ProgressSnapshot, metrics_text
+from gptoss_runtime.fetch_progress import ProgressReporter, ProgressSnapshot, metrics_text
 
 POD: dict[str, Any] = {"metadata": {"name": "w", "uid": "u1"}, "status": {"phase": "Running", "podIP": "10.0.0.7"}}
 
@@ -65,3 +68,37 @@ def test_pods_not_running_are_not_asked_and_silent_pods_leave_progress_unknown()
     assert pages.urls == []
     assert reader.read(POD) is None
     assert len(pages.urls) == 1
+
+
+def test_a_server_pods_fetch_init_container_is_read_over_http_while_the_pod_is_pending(tmp_path: Path) -> None:
+    """A volume per replica: the pod is Pending while its init container downloads, yet has its IP; the
+    reader asks the fetcher's own progress server (here on this machine) and parses its page."""
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 3000)
+    reporter = ProgressReporter(tmp_path, total=lambda: 12000, interval_s=0.05).start(0, host="127.0.0.1")
+    try:
+        assert reporter.port is not None
+        wait_until(lambda: reporter.snapshot().bytes_total is not None, "the reporter's first sample")
+        pending = {
+            "metadata": {"name": "chat-0", "uid": "u2"},
+            "status": {"phase": "Pending", "podIP": "127.0.0.1"},
+        }
+        progress = ProgressReader(port=reporter.port).read(pending)
+    finally:
+        reporter.stop()
+    assert progress is not None
+    assert (progress.bytes_done, progress.bytes_total) == (3000, 12000)
+
+
+def test_pods_that_ended_are_not_asked() -> None:
+    pages = Pages(metrics_text(ProgressSnapshot(1, 2, None)))
+    reader = ProgressReader(get_page=pages, clock=Clock())
+    for phase in ("Succeeded", "Failed"):
+        assert reader.read({"metadata": {"uid": phase}, "status": {"phase": phase, "podIP": "10.0.0.8"}}) is None
+    assert pages.urls == []
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

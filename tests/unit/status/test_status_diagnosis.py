@@ -286,3 +286,176 @@ def test_a_weights_problem_emits_one_warning_when_it_starts() -> None:
     assert [e.reason for e in events if e.type == "Warning"] == ["VolumePending"]
     again = compute(observe(weights_job=JOB, weights_facts=facts), previous=first)
     assert [e.reason for e in status.transition_events(first, again)] == []
+
+
+# ------------------------------------------------------------------ a volume per replica: progress, token key
+def fetching_pod(name: str, *, ready: bool = False) -> dict[str, Any]:
+    """A server pod whose `fetch` init container downloads (the pod is Pending, but has its IP)."""
+    fetching = pod(name, ready=ready)
+    fetching["status"]["phase"] = "Pending"
+    fetching["status"]["podIP"] = "10.1.0.9"
+    fetching["status"]["initContainerStatuses"] = [{"name": "fetch", "state": {"running": {}}}]
+    return fetching
+
+
+def per_replica(**facts: Any) -> WeightsFacts:
+    return WeightsFacts(claim_template={}, storage_classes=[LOCAL_PATH], fetch_container="fetch", **facts)
+
+
+def test_per_replica_progress_reports_the_replica_furthest_behind() -> None:
+    ahead = DownloadProgress(900 * 2**20, 1000 * 2**20, 50 * 2**20)  # 2 s left
+    behind = DownloadProgress(100 * 2**20, 1000 * 2**20, 10 * 2**20)  # 90 s left
+    facts = per_replica(replica_progress={"a": ahead, "b": behind})
+    result = compute(observe(pods=[fetching_pod("a"), fetching_pod("b")], weights_facts=facts))
+    weights = cond(result, names.COND_WEIGHTS_READY)
+    assert (weights["status"], weights["reason"]) == ("False", "Downloading")
+    assert weights["message"].startswith("2 replica(s) are downloading the weights into their own volumes")
+    assert (
+        "furthest behind, pod b has 100.0 MiB of 1000.0 MiB (10%) at 10.0 MiB/s, about 1m30s left"
+        in (weights["message"])
+    )
+    assert result["weights"] == {
+        "bytesDone": 100 * 2**20,
+        "bytesTotal": 1000 * 2**20,
+        "bytesPerSecond": 10 * 2**20,
+        "etaSeconds": 90,
+        "replicasDownloading": 2,
+    }
+
+
+def test_per_replica_progress_of_one_replica_and_of_silent_fetchers() -> None:
+    only = DownloadProgress(512, 2048, None)
+    weights = cond(
+        compute(observe(pods=[fetching_pod("a")], weights_facts=per_replica(replica_progress={"a": only}))),
+        names.COND_WEIGHTS_READY,
+    )
+    assert (
+        weights["message"]
+        == "1 replica(s) are downloading the weights into their own volumes: pod a has 512 B of 2.0 KiB (25%)"
+    )
+    silent = compute(observe(pods=[fetching_pod("a")], weights_facts=per_replica()))
+    assert "(e.g. pod a)" in cond(silent, names.COND_WEIGHTS_READY)["message"]
+    assert silent["weights"] is None  # nothing reported: no figures rather than made-up ones
+
+
+def test_progress_of_pods_that_no_longer_fetch_is_ignored() -> None:
+    done = pod("a", ready=False)
+    done["status"]["initContainerStatuses"] = [{"name": "fetch", "state": {"terminated": {"exitCode": 0}}}]
+    facts = per_replica(replica_progress={"a": DownloadProgress(1, 1, 1.0)})
+    result = compute(observe(pods=[done], weights_facts=facts))
+    assert cond(result, names.COND_WEIGHTS_READY)["reason"] != "Downloading"
+    assert result["weights"] is None
+
+
+def test_a_ready_replica_has_loaded_while_added_replicas_download() -> None:
+    facts = per_replica(replica_progress={"b": DownloadProgress(10, 100, 5.0)})
+    result = compute(observe(pods=[pod("a"), fetching_pod("b")], weights_facts=facts))
+    weights = cond(result, names.COND_WEIGHTS_READY)
+    assert (weights["status"], weights["reason"]) == ("True", "Loaded")
+    assert "1 more replica(s) still downloading their own copy" in weights["message"]
+    assert result["weights"] is not None and result["weights"]["replicasDownloading"] == 1
+
+
+def test_the_furthest_behind_without_etas_has_the_fewest_bytes() -> None:
+    found = diagnosis.furthest_behind({"a": DownloadProgress(5, None, None), "b": DownloadProgress(3, None, None)})
+    assert found is not None and found[0] == "b"
+    assert diagnosis.furthest_behind({}) is None
+
+
+MOUNT_FAILED = 'MountVolume.SetUp failed for volume "hf-token" : references non-existent secret key: token'
+
+
+def stuck_server_pod(name: str = "a") -> dict[str, Any]:
+    stuck = pod(name, ready=False)
+    stuck["status"]["phase"] = "Pending"
+    stuck["status"]["initContainerStatuses"] = [{"name": "fetch", "state": {"waiting": {"reason": "PodInitializing"}}}]
+    return stuck
+
+
+def test_a_token_secret_without_the_key_is_named_with_the_key_and_the_fix() -> None:
+    facts = per_replica(
+        token_secret="hf", token_secret_found=True, token_key="token", mount_failures={"a": MOUNT_FAILED}
+    )
+    result = compute(observe(pods=[stuck_server_pod("a")], weights_facts=facts))
+    weights = cond(result, names.COND_WEIGHTS_READY)
+    assert (weights["status"], weights["reason"]) == ("False", "TokenSecretKeyMissing")
+    assert "Secret hf (spec.weights.huggingFace.tokenSecretRef.name) has no key token" in weights["message"]
+    assert "references non-existent secret key: token" in weights["message"]
+    assert "--from-literal=token=<token>" in weights["message"]
+    events = status.transition_events(None, result)
+    assert [e.reason for e in events if e.type == "Warning"] == ["TokenSecretKeyMissing"]
+
+
+def test_the_download_jobs_pod_without_the_key_is_said_before_downloading() -> None:
+    stuck = job_pod(node="n", waiting=("ContainerCreating", ""))
+    result = verdict(
+        job_pods=[stuck],
+        token_secret="hf",
+        token_secret_found=True,
+        token_key="hf-token",
+        mount_failures={stuck["metadata"]["name"]: MOUNT_FAILED.replace("key: token", "key: hf-token")},
+    )
+    assert result.reason == "TokenSecretKeyMissing"
+    assert f"pod {stuck['metadata']['name']}" in result.message
+
+
+def test_a_key_taken_into_the_environment_is_said_from_the_pod_status() -> None:
+    message = "couldn't find key token in Secret team/hf"
+    result = verdict(
+        job_pods=[job_pod(node="n", waiting=("CreateContainerConfigError", message))],
+        token_secret="hf",
+        token_secret_found=True,
+        token_key="token",
+    )
+    assert result.reason == "TokenSecretKeyMissing"
+    assert message in result.message
+
+
+def test_other_mount_failures_and_crs_without_a_token_are_not_a_missing_key() -> None:
+    other = {"a": 'MountVolume.SetUp failed for volume "weights" : some other trouble'}
+    facts = per_replica(token_secret="hf", token_secret_found=True, token_key="token", mount_failures=other)
+    assert diagnosis.token_key_missing(facts, [stuck_server_pod("a")]) is None
+    no_token = per_replica(mount_failures={"a": MOUNT_FAILED})
+    assert diagnosis.token_key_missing(no_token, [stuck_server_pod("a")]) is None
+
+
+def test_which_pods_count_as_not_started() -> None:
+    assert diagnosis.not_started(stuck_server_pod("a"), "fetch")
+    assert not diagnosis.not_started(fetching_pod("a"), "fetch")  # it runs
+    assert not diagnosis.not_started(pod("a", ready=False, node=None), "fetch")  # not scheduled: the scheduler says
+    unreported = pod("a", ready=False)
+    unreported["status"]["containerStatuses"] = []
+    assert diagnosis.not_started(unreported, "fetch")  # scheduled, nothing reported yet
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+def server_deployment(*, surge: int | str, revision: str, reason: str, observed: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 2, "annotations": {diagnosis.REVISION_ANNOTATION: revision}},
+        "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 1}}},
+        "status": {"observedGeneration": observed, "conditions": [{"type": "Progressing", "reason": reason}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("deployment", "replicas", "per_replica_download", "outage"),
+    [
+        (server_deployment(surge=0, revision="2", reason="ReplicaSetUpdated"), 1, True, True),
+        (server_deployment(surge="0%", revision="1", reason="NewReplicaSetAvailable", observed=1), 1, True, True),
+        (server_deployment(surge=1, revision="2", reason="ReplicaSetUpdated"), 1, True, False),  # a surge pod serves
+        (server_deployment(surge=0, revision="2", reason="ReplicaSetUpdated"), 2, True, False),  # the other serves
+        (server_deployment(surge=0, revision="2", reason="ReplicaSetUpdated"), 1, False, False),  # shared cache
+        (server_deployment(surge=0, revision="1", reason="ReplicaSetUpdated"), 1, True, False),  # the first start
+        (server_deployment(surge=0, revision="3", reason="NewReplicaSetAvailable"), 1, True, False),  # done
+        (None, 1, True, False),
+    ],
+    ids=["rolling", "not-yet-observed", "surge", "two-replicas", "shared-cache", "first", "finished", "none"],
+)
+def test_a_rollout_of_the_only_replica_without_a_surge_is_an_outage_with_a_volume_per_replica(
+    deployment: dict[str, Any] | None, replicas: int, per_replica_download: bool, outage: bool
+) -> None:
+    said = diagnosis.rollout_outage(deployment, desired_replicas=replicas, per_replica_download=per_replica_download)
+    assert (said is not None) == outage
+    if said is not None:
+        assert "nothing serves until then" in said
+        assert "spec.weights.cache.accessMode: ReadWriteMany" in said

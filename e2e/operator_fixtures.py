@@ -14,16 +14,18 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+# A module import, not names: operator_process imports conftest, which imports this module, so when a
+# script (e2e/demo.py) imports operator_process first, its names do not exist yet at this point.
+import operator_process
 import pytest
 from conftest import Kubectl
-from operator_process import OperatorProcess, Volumes
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO / "crds" / "gptossdeployments.gptoss.io.yaml"
 CRD_FIELD_MANAGER = "gptoss-e2e-operator"
 
 
-def stop_and_show(process: OperatorProcess) -> None:
+def stop_and_show(process: operator_process.OperatorProcess) -> None:
     """Stop the operator and print its log (pytest shows a failed test's output)."""
     exit_code = process.stop()
     print(f"--- operator log ({process.log_path}), exit {exit_code} ---\n{process.logs()}")
@@ -32,9 +34,9 @@ def stop_and_show(process: OperatorProcess) -> None:
 @contextlib.contextmanager
 def running_operator(
     kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None
-) -> Iterator[OperatorProcess]:
+) -> Iterator[operator_process.OperatorProcess]:
     """The operator watching `namespace` (with `env` added to its settings) for the duration of the block."""
-    process = OperatorProcess(kubeconfig, [namespace], log_path, extra_env=env).start()
+    process = operator_process.OperatorProcess(kubeconfig, [namespace], log_path, extra_env=env).start()
     try:
         yield process
     finally:
@@ -48,14 +50,14 @@ def crd(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture
-def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator(kubeconfig: Path, namespace: str, crd: None, tmp_path: Path) -> Iterator[operator_process.OperatorProcess]:
     """The operator watching the test's namespace, with the default settings."""
     with running_operator(kubeconfig, namespace, tmp_path / "operator.log") as process:
         yield process
 
 
 @pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[Volumes]:
-    provided = Volumes(kubectl, namespace)
+def volumes(kubectl: Kubectl, namespace: str) -> Iterator[operator_process.Volumes]:
+    provided = operator_process.Volumes(kubectl, namespace)
     yield provided
     provided.delete_all()

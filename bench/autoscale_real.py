@@ -150,8 +150,11 @@ class Load:
 
 
 def replicas_of(kubectl: Kubectl, name: str) -> int:
-    deployment = kubectl.json("get", "deployment", name, "--namespace", NAMESPACE)
-    return int(deployment["status"].get("readyReplicas") or 0)
+    """Ready replicas; 0 until the operator has created the Deployment (right after the CR is applied)."""
+    found = kubectl.run("get", "deployment", name, "--namespace", NAMESPACE, "--ignore-not-found", "-o", "json")
+    if not found.strip():
+        return 0
+    return int(json.loads(found).get("status", {}).get("readyReplicas") or 0)
 
 
 def sample_replicas(

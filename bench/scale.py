@@ -88,7 +88,8 @@ def apply_documents(documents: list[dict[str, Any]]) -> None:
             "--field-manager=gptoss-bench",
             "-f",
             "-",
-            stdin=yaml.safe_dump_all(documents[start : start + 50]),
+            # JSON, not PyYAML's YAML 1.1: a label such as "4e1234" would reach kubectl unquoted, as a number.
+            stdin="\n---\n".join(json.dumps(document) for document in documents[start : start + 50]),
         )
 
 
@@ -558,7 +559,7 @@ def duplicated_children(namespace: str) -> int:
 def run_bench(args: argparse.Namespace) -> Figures:
     from gptoss_operator.kube import GPTOSS
 
-    run = uuid.uuid4().hex[:6]
+    run = "r" + uuid.uuid4().hex[:5]  # a letter first: never read as a number anywhere
     kube = kube_client()
     logs = Path(tempfile.mkdtemp(prefix=f"gptoss-bench-{run}-"))
     say(

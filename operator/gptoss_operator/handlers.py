@@ -141,6 +141,7 @@ class OperatorRuntime:
 
     def enqueue_urgent(self, namespace: str, name: str) -> None:
         """A new CR or a changed spec: before the reconciles that only follow pods and children."""
+        log.debug("%s/%s: new or changed spec, queued first", namespace, name)
         self.enqueue(namespace, name, urgent=True)
 
     async def _process(self, key: Key) -> None:

@@ -285,6 +285,7 @@ class Reconciler:
     # ----------------------------------------------------------------------------- reconcile
     def _reconcile_once(self, namespace: str, name: str) -> Outcome:
         started = time.monotonic()
+        log.debug("reconcile of %s/%s starts", namespace, name)
         body = self._read_cr(namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             metrics.forget_deployment(namespace, name)

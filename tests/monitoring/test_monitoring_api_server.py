@@ -10,7 +10,6 @@ when those binaries or CRDs are not cached.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -31,11 +30,21 @@ KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 NAMESPACE = "gpt-oss-system"
 
 
-def _cached(pattern: str) -> Path:
-    found = sorted(p for p in glob.glob(str(CACHE / pattern)) if not p.endswith(".partial"))
-    if not found:
-        pytest.skip(f"{CACHE / pattern} is not cached: run `make cluster-binaries e2e-tools`")
-    return Path(found[-1])
+VERSIONS_FILE = REPO_ROOT / "e2e" / "cluster" / "versions.env"
+
+
+def _pinned_versions() -> dict[str, str]:
+    """The versions the cluster tooling builds (versions.env), so the cache holding several is read right."""
+    pairs = (line.split("=", 1) for line in VERSIONS_FILE.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs if not key.lstrip().startswith("#")}
+
+
+def _cached(component: str, version_key: str) -> Path:
+    """`component-<pinned version>` under the cache (e.g. bin/kubernetes-v1.36.3, not the oldest 1.34 beside it)."""
+    path = CACHE / f"{component}-{_pinned_versions()[version_key]}"
+    if not path.exists():
+        pytest.skip(f"{path} is not cached: run `make cluster-binaries e2e-tools`")
+    return path
 
 
 LOOPBACK_KWOKCTL_CONFIG = """\
@@ -51,10 +60,10 @@ class Cluster:
         self.name = f"gptoss-monitoring-{uuid.uuid4().hex[:6]}"
         self.kubeconfig = workdir / "kubeconfig"
         self.env = {**os.environ, "KWOK_WORKDIR": str(workdir / "kwok"), "KWOK_KUBECTL_BINARY": str(KUBECTL)}
-        self.kwokctl = _cached("bin/kwok-*") / "kwokctl"
-        kube = _cached("bin/kubernetes-*")
-        etcd = _cached("bin/etcd-*")
-        kwok = _cached("bin/kwok-*")
+        self.kwokctl = _cached("bin/kwok", "KWOK_VERSION") / "kwokctl"
+        kube = _cached("bin/kubernetes", "KUBE_VERSION")
+        etcd = _cached("bin/etcd", "ETCD_VERSION")
+        kwok = _cached("bin/kwok", "KWOK_VERSION")
         # A control plane of its own, on loopback only (the local cluster's kwokctl.yaml is a template for
         # that cluster, with its real node's addresses).
         config = workdir / "kwokctl.yaml"
@@ -109,7 +118,7 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not KUBECTL.exists():
         pytest.skip(f"{KUBECTL} is missing: make venv")
-    crds = _cached("crds/prometheus-operator-*")
+    crds = _cached("crds/prometheus-operator", "PROMETHEUS_OPERATOR_VERSION")
     created = Cluster(tmp_path_factory.mktemp("apiserver"))
     try:
         for kind in ("podmonitors", "servicemonitors", "prometheusrules"):
@@ -123,7 +132,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _render_chart(tmp_path: Path) -> Path:
-    helm = _cached("bin/helm-*") / "helm"
+    helm = _cached("bin/helm", "HELM_VERSION") / "helm"
     args = [str(helm), "template", "gpt", str(CHART_DIR), "--namespace", NAMESPACE]
     for value in ("serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboards.enabled=true"):
         args += ["--set", value]

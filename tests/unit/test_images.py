@@ -341,3 +341,37 @@ def test_build_script_documents_its_interface() -> None:
     assert "apt-get install" in script
     for tool in ("buildah", "podman", "skopeo", "umoci", "mmdebstrap"):
         assert tool in script
+
+
+def test_loading_removes_only_earlier_builds_of_the_same_images_that_no_container_uses() -> None:
+    current = "localhost/gpt-oss-operator/runtime:cpu-605f3227ece9"
+    listed = [
+        current,
+        "localhost/gpt-oss-operator/runtime:cpu-101afee77d86",  # an earlier build: removed
+        "localhost/gpt-oss-operator/runtime:cpu-13c5daaf19e8",  # an earlier build a container runs: kept
+        "localhost/gpt-oss-operator/runtime:gpu-101afee77d86",  # another variant: kept
+        "localhost/gpt-oss-operator/runtime:cpu-latest",  # not a content hash: kept
+        "localhost/gpt-oss-operator/operator:101afee77d86",  # another image: kept
+        "docker.io/library/busybox:1.36",
+    ]
+    in_use = {"localhost/gpt-oss-operator/runtime:cpu-13c5daaf19e8"}
+    assert images.older_builds(current, listed, in_use) == ["localhost/gpt-oss-operator/runtime:cpu-101afee77d86"]
+
+
+def test_an_image_not_built_here_never_prunes_its_neighbours() -> None:
+    listed = ["registry.example/pause:3.10", "registry.example/pause:3.9"]
+    assert images.older_builds("registry.example/pause:3.10", listed, set()) == []
+
+
+def test_the_cri_records_of_a_removed_image_go_with_it_unless_a_kept_ref_shares_the_image() -> None:
+    digests = {
+        "localhost/gpt-oss-operator/operator:101afee77d86": "sha256:aaa",
+        "sha256:1111": "sha256:aaa",  # the CRI's record of the same image: removed with it
+        "localhost/gpt-oss-operator/operator:605f3227ece9": "sha256:bbb",
+        "sha256:2222": "sha256:bbb",  # the kept image's record: kept
+        "localhost/gpt-oss-operator/operator:c595d6c71b6b": "sha256:ccc",  # same content as a kept ref
+        "localhost/other:1": "sha256:ccc",
+        "sha256:3333": "sha256:ccc",
+    }
+    stale = ["localhost/gpt-oss-operator/operator:101afee77d86", "localhost/gpt-oss-operator/operator:c595d6c71b6b"]
+    assert images.with_their_ids(stale, digests) == sorted([*stale, "sha256:1111"])

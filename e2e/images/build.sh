@@ -18,7 +18,8 @@
 #       Refs are never `:latest`, so `imagePullPolicy: IfNotPresent` uses the loaded image without a registry.
 #   e2e/images/build.sh load [--address /run/gptoss/containerd/containerd.sock] [--namespace k8s.io]
 #       Imports every archive named in refs.env into that containerd namespace with `ctr` (skipping refs
-#       already there). Run a build first.
+#       already there), then removes the earlier builds of the same images that no container uses (the
+#       real node's kubelet has image GC off). Run a build first.
 #
 # Needs root (buildah/mmdebstrap), Go (pause) and Python 3.11 with pip (the wheelhouse: the project's
 # .venv). The Debian tools are installed with apt-get when missing. Only package registries are used:

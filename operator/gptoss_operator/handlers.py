@@ -151,8 +151,11 @@ class OperatorRuntime:
         await loop.run_in_executor(self._executor, reconcile_or_retry_after, self.reconciler, *key)
 
     async def start(self) -> None:
-        """Start the queue, then the caches (their first events enqueue every CR), then the resync."""
-        self.queue.start()
+        """Open the queue, start the caches (their first events queue every CR), and start the queue's workers
+        only once the caches are synced (client-go's WaitForCacheSync): a reconcile that ran before would
+        fall back to LISTs, and right after a failover eight of them at once would each LIST every pod and
+        node of the cluster while the caches' own first LISTs still run."""
+        self.queue.open()
         kinds = (
             self._child_kinds
             if self._child_kinds is not None
@@ -171,6 +174,7 @@ class OperatorRuntime:
         timeout = self.settings.cache_sync_timeout_seconds
         if not await asyncio.to_thread(cache.wait_synced, timeout):
             log.warning("caches not synced after %.0fs; reconciles list until they are", timeout)
+        self.queue.start()
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
 
     async def stop(self) -> None:

@@ -71,11 +71,18 @@ class WorkQueue(Generic[K]):
         self.processed = 0  # keys processed since start (for tests and the bench)
 
     # ------------------------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Accept keys (from any thread) without processing any yet: `start` starts the workers."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._worker_count)
-        ]
+        """Start the workers (opening the queue first if needed); keys queued while only open run now."""
+        self.open()
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._worker_count)
+            ]
 
     async def stop(self) -> None:
         for handle in self._delayed.values():
@@ -91,7 +98,7 @@ class WorkQueue(Generic[K]):
         """Queue `key` (after `delay` seconds; `urgent`: before the others); safe to call from any thread."""
         loop = self._loop
         if loop is None:
-            raise RuntimeError("WorkQueue.add before start()")
+            raise RuntimeError("WorkQueue.add before open() or start()")
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

@@ -197,3 +197,28 @@ def test_a_status_write_names_what_changed() -> None:
     fields = {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "True"}]}
     assert changed_parts(fields, live) == ["phase", "conditions[Ready]"]
     assert changed_parts(live, live) == []
+
+
+async def test_an_open_queue_holds_keys_until_its_workers_start() -> None:
+    runs: list[str] = []
+
+    async def process(key: str) -> None:
+        runs.append(key)
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=2)
+    queue.open()  # what the runtime does while the caches sync: their first events queue every CR
+    queue.add("a")
+    queue.add("b", urgent=True)
+    queue.add("a")
+    await asyncio.sleep(0.05)
+    assert runs == [] and len(queue) == 2
+    queue.start()
+    await wait_until_idle(queue)
+    await queue.stop()
+    assert runs == ["b", "a"]  # each once, the urgent one first
+
+
+def test_adding_to_a_queue_never_opened_says_so() -> None:
+    queue: WorkQueue[str] = WorkQueue(lambda _key: asyncio.sleep(0))
+    with pytest.raises(RuntimeError, match="before open"):
+        queue.add("a")

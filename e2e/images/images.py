@@ -597,12 +597,10 @@ def record(paths: Paths, built: dict[ImageTarget, tuple[str, Path]]) -> None:
 # --- load into containerd --------------------------------------------------------------------------
 
 
-def older_builds(current: str, listed: Iterable[str], in_use: set[str]) -> list[str]:
-    """The refs of `listed` that are earlier builds of the image `current` names (the same name up to another
-    content hash) and that no container uses."""
-    stem, digest = current[:-HASH_LENGTH], current[-HASH_LENGTH:]
-    if not _is_hash(digest):
-        return []  # not one of ours (an image named in the environment): never touch its neighbours
+def older_builds(target: ImageTarget, current: str, listed: Iterable[str], in_use: set[str]) -> list[str]:
+    """The refs of `listed` that are other builds of `target` (its name with another content hash) than
+    `current`, and that no container uses."""
+    stem = target.ref("")
     return sorted(
         ref
         for ref in listed
@@ -645,24 +643,24 @@ def load(paths: Paths, address: str, namespace: str) -> None:
     if not values:
         raise BuildError(f"{paths.refs_env} is missing: run `e2e/images/build.sh all` first")
     ctr = ["ctr", "--address", address, "--namespace", namespace]
-    digests = image_digests(ctr)
-    current: list[str] = []
+    present = image_digests(ctr)
+    current: dict[ImageTarget, str] = {}
     for target in TARGETS.values():
         ref, archive = values.get(f"{target.env_name}_IMAGE"), values.get(f"{target.env_name}_ARCHIVE")
         if not ref or not archive:
             continue
-        current.append(ref)
-        if ref in digests:
+        current[target] = ref
+        if ref in present:
             log(f"{ref} already in containerd")
             continue
         if not Path(archive).is_file():
             raise BuildError(f"{archive} is missing: run `e2e/images/build.sh {target.name}` again")
         run([*ctr, "images", "import", archive], capture_output=True)
         log(f"imported {ref}")
-    in_use = container_images(ctr)
-    stale = {old for ref in current for old in older_builds(ref, digests, in_use)}
+    listed, in_use = image_digests(ctr), container_images(ctr)  # after the imports
+    stale = {old for target, ref in current.items() for old in older_builds(target, ref, listed, in_use)}
     if stale:
-        run([*ctr, "images", "remove", *with_their_ids(stale, image_digests(ctr))], capture_output=True)
+        run([*ctr, "images", "remove", *with_their_ids(stale, listed)], capture_output=True)
         log(f"removed {len(stale)} earlier builds from containerd (kept those containers use)")
 
 

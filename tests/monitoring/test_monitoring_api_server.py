@@ -30,18 +30,14 @@ KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 NAMESPACE = "gpt-oss-system"
 
 
-VERSIONS_FILE = REPO_ROOT / "e2e" / "cluster" / "versions.env"
-
-
-def _pinned_versions() -> dict[str, str]:
-    """The versions the cluster tooling builds (versions.env), so the cache holding several is read right."""
-    pairs = (line.split("=", 1) for line in VERSIONS_FILE.read_text().splitlines() if "=" in line)
-    return {key.strip(): value.strip() for key, value in pairs if not key.lstrip().startswith("#")}
+# The versions the cluster tooling builds, so that a cache holding several (1.34 beside 1.36) is read right.
+_VERSION_LINES = (REPO_ROOT / "e2e" / "cluster" / "versions.env").read_text().splitlines()
+PINNED = dict(line.split("=", 1) for line in _VERSION_LINES if "=" in line and not line.startswith("#"))
 
 
 def _cached(component: str, version_key: str) -> Path:
     """`component-<pinned version>` under the cache (e.g. bin/kubernetes-v1.36.3, not the oldest 1.34 beside it)."""
-    path = CACHE / f"{component}-{_pinned_versions()[version_key]}"
+    path = CACHE / f"{component}-{PINNED[version_key]}"
     if not path.exists():
         pytest.skip(f"{path} is not cached: run `make cluster-binaries e2e-tools`")
     return path

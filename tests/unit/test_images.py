@@ -355,12 +355,14 @@ def test_loading_removes_only_earlier_builds_of_the_same_images_that_no_containe
         "docker.io/library/busybox:1.36",
     ]
     in_use = {"localhost/gpt-oss-operator/runtime:cpu-13c5daaf19e8"}
-    assert images.older_builds(current, listed, in_use) == ["localhost/gpt-oss-operator/runtime:cpu-101afee77d86"]
+    assert images.older_builds(images.RUNTIME_CPU, current, listed, in_use) == [
+        "localhost/gpt-oss-operator/runtime:cpu-101afee77d86"
+    ]
 
 
-def test_an_image_not_built_here_never_prunes_its_neighbours() -> None:
-    listed = ["registry.example/pause:3.10", "registry.example/pause:3.9"]
-    assert images.older_builds("registry.example/pause:3.10", listed, set()) == []
+def test_an_image_not_built_here_is_never_pruned() -> None:
+    listed = ["registry.example/pause:3.10", "registry.example/pause:101afee77d86"]
+    assert images.older_builds(images.PAUSE, "localhost/gpt-oss-operator/pause:605f3227ece9", listed, set()) == []
 
 
 def test_the_cri_records_of_a_removed_image_go_with_it_unless_a_kept_ref_shares_the_image() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kmock
+import pytest
 import yaml
 
 from gptoss_operator import names
@@ -76,3 +78,12 @@ class RequestLog:
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """The Kube client is synchronous; kmock serves from this event loop, so call it from a thread."""
     return await asyncio.to_thread(fn, *args)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Wait until `condition()` holds (polled), or fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached")
+        await asyncio.sleep(0.01)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kmock
 import pytest
-from kmock_support import NAMESPACE, NOW, RequestLog, SsaEmulator, in_thread, sample
+from kmock_support import NAMESPACE, NOW, RequestLog, SsaEmulator, eventually, in_thread, sample
 
 from gptoss_operator import builders, names
 from gptoss_operator.caches import ClusterCache, reduce_node, reduce_pod
@@ -48,14 +47,6 @@ def gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
             "images": [{"names": ["big"], "sizeBytes": 1}],
         },
     }
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+from kmock_support import eventually
 
 from gptoss_operator import handlers
 from gptoss_operator.kube import Kube
@@ -46,9 +47,6 @@ async def test_reconciles_wait_for_the_caches_and_then_run_what_they_queued(monk
 
     SlowCache.synced_now.set()
     await asyncio.wait_for(starting, 5)
-    for _ in range(200):
-        if reconciled:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: bool(reconciled))
     assert reconciled == [("team", "chat")]
     await runtime.stop()

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
+from kmock_support import eventually
 
 from gptoss_operator.workqueue import RetryAfter, WorkQueue, backoff_delay
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def wait_until_idle(queue: WorkQueue[str]) -> None:

@@ -63,6 +63,7 @@ GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 BENCH_TAINT = "gptoss.dev/bench"
 API_REQUESTS = "gptoss_operator_api_requests_total"
 RECONCILES = "gptoss_operator_reconciles_total"
+GC_PAUSE = "gptoss_operator_gc_pause_seconds"  # the leader's collector pauses (gc_pauses.py)
 WRITE_VERBS = ("apply", "patch", "create", "delete")
 CHILDREN_APPLIED = "ChildrenApplied"
 STEADY_WAIT_S = 60.0  # one steady-state change waits this long at most
@@ -380,6 +381,8 @@ class Figures:
     steady_samples: int = 0
     operator_cpu_percent: float = 0.0
     load_average_1m: float = 0.0
+    gc_pause_seconds_steady: float = 0.0
+    gc_pauses_over_50ms_steady: int = 0
     duplicated_children: int = 0
 
 
@@ -487,6 +490,13 @@ def wait_quiet(leader: Operator, quiet_s: float, timeout_s: float) -> None:
         now = writes(leader)
         if now != last:
             last, quiet_since = now, time.monotonic()
+
+
+def gc_pauses(leader: Operator) -> tuple[float, float]:
+    """(seconds the leader's garbage collector has stopped it, collections that took over 50 ms) so far."""
+    total = leader.counter(f"{GC_PAUSE}_sum")
+    over = leader.counter(f"{GC_PAUSE}_count") - leader.counter(f"{GC_PAUSE}_bucket", le="0.05")
+    return total, over
 
 
 def load_average() -> float:
@@ -613,9 +623,12 @@ def run_bench(args: argparse.Namespace) -> Figures:
                 time.sleep(2 * args.resync_seconds)
                 stop_profiler(profiler)
             profiler = start_profiler(profile, leader, "steady")
+            gc_before = gc_pauses(leader)
             creates = steady_creates(kube, run, namespace, args, watcher)
             updates = steady_updates(kube, namespace, args, watcher)
+            gc_seconds, gc_long = (after - before for after, before in zip(gc_pauses(leader), gc_before, strict=True))
             stop_profiler(profiler)
+            say(f"the leader's garbage collector during them: {1000 * gc_seconds:.0f} ms, {gc_long:.0f} pauses > 50 ms")
             say(f"{summary('steady new CR', creates)}; {summary('steady spec change', updates)}")
             say(f"{summary('steady apply-to-children', creates + updates)}; load average {load_average()}")
             leader.kill()
@@ -657,6 +670,8 @@ def run_bench(args: argparse.Namespace) -> Figures:
         steady_samples=len(steady),
         operator_cpu_percent=round(cpu, 1),
         load_average_1m=load,
+        gc_pause_seconds_steady=round(gc_seconds, 3),
+        gc_pauses_over_50ms_steady=int(gc_long),
         duplicated_children=duplicates,
     )
 

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import kopf
 
-from gptoss_operator import builders, names
+from gptoss_operator import builders, gc_pauses, names
 from gptoss_operator.caches import ClusterCache
 from gptoss_operator.kube import ApiError, Kube, TransientApiError, resource_type
 from gptoss_operator.reconcile import OPTIONAL_APIS, Reconciler
@@ -174,8 +174,10 @@ class OperatorRuntime:
         timeout = self.settings.cache_sync_timeout_seconds
         if not await asyncio.to_thread(cache.wait_synced, timeout):
             log.warning("caches not synced after %.0fs; reconciles list until they are", timeout)
+        gc_pauses.freeze_long_lived_heap()  # the caches' first state lives on: full collections skip it
         self.queue.start()
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
+        self._tasks.append(asyncio.create_task(self._tend_the_heap_forever(), name="heap"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -186,6 +188,13 @@ class OperatorRuntime:
         self._executor.shutdown(wait=False, cancel_futures=True)  # a running reconcile ends by itself
         if self.cache is not None:
             await asyncio.to_thread(self.cache.stop)
+
+    async def _tend_the_heap_forever(self) -> None:
+        """Freeze what survived a long full collection, thaw hourly (gc_pauses.py)."""
+        freezer = gc_pauses.HeapFreezer()
+        while True:
+            await asyncio.sleep(gc_pauses.TEND_EVERY_S)
+            freezer.tick()
 
     async def _resync_forever(self) -> None:
         """Every period, enqueue each CR at a random moment of the next period (from the cache: no LIST)."""

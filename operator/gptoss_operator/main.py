@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from gptoss_operator import capabilities, handlers, leader, metrics
+from gptoss_operator import capabilities, gc_pauses, handlers, leader, metrics
 from gptoss_operator import logging as operator_logging
 from gptoss_operator.autoscaling import runner as autoscaling_runner
 from gptoss_operator.kube import Kube
@@ -104,6 +104,7 @@ def run(settings: OperatorSettings) -> None:
         threading.Thread(
             target=elector.keep_renewing, args=(renewing, _exit_now), name="lease-renewal", daemon=True
         ).start()
+    gc_pauses.RECORDER.install(metrics.REGISTRY)
     server = metrics.start_metrics_server(settings.metrics_port)
     scope = ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     log.info("gpt-oss-operator starting: watching %s; metrics on :%d", scope, settings.metrics_port)

@@ -106,6 +106,7 @@ GPU_TAINT_KEY: Final = "nvidia.com/gpu"
 METRIC_RECONCILES: Final = "gptoss_operator_reconciles_total"  # label result=success|error|invalid
 METRIC_RECONCILE_DURATION: Final = "gptoss_operator_reconcile_duration_seconds"
 METRIC_API_REQUESTS: Final = "gptoss_operator_api_requests_total"  # labels verb, code
+METRIC_GC_PAUSE: Final = "gptoss_operator_gc_pause_seconds"  # label generation (0, 1, 2)
 METRIC_DEPLOYMENTS: Final = "gptoss_operator_deployments"  # label phase
 METRIC_DESIRED_REPLICAS: Final = "gptoss_operator_desired_replicas"  # labels namespace, name
 METRIC_READY_REPLICAS: Final = "gptoss_operator_ready_replicas"

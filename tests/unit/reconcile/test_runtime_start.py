@@ -16,6 +16,12 @@ from gptoss_operator.kube import Kube
 from gptoss_operator.settings import OperatorSettings
 
 
+@pytest.fixture(autouse=True)
+def no_real_freeze(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc.freeze in the test process would keep every test's cycles for good."""
+    monkeypatch.setattr(handlers.gc_pauses, "freeze_long_lived_heap", lambda: 0)
+
+
 class SlowCache:
     """A ClusterCache whose CR watch has delivered one CR while its pod LIST is still running."""
 
@@ -49,4 +55,30 @@ async def test_reconciles_wait_for_the_caches_and_then_run_what_they_queued(monk
     await asyncio.wait_for(starting, 5)
     await eventually(lambda: bool(reconciled))
     assert reconciled == [("team", "chat")]
+    await runtime.stop()
+
+
+async def test_the_heap_is_frozen_once_the_caches_are_synced_and_before_any_reconcile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caches' first state is frozen out of Python's full collections (gc_pauses.py) right after the sync."""
+    order: list[str] = []
+    monkeypatch.setattr(handlers, "ClusterCache", SlowCache)
+    monkeypatch.setattr(handlers, "reconcile_or_retry_after", lambda _r, ns, name: order.append(f"reconcile {name}"))
+    monkeypatch.setattr(
+        handlers.gc_pauses,
+        "freeze_long_lived_heap",
+        lambda: order.append("freeze, synced" if SlowCache.synced_now.is_set() else "freeze, not synced") or 1,
+    )
+    SlowCache.synced_now.clear()
+    settings = OperatorSettings(namespaces=["team"], cache_sync_timeout_seconds=10)
+    runtime = handlers.OperatorRuntime(Kube(object()), settings, child_kinds=[])
+    starting = asyncio.create_task(runtime.start())
+    await asyncio.sleep(0.1)
+    assert order == []
+
+    SlowCache.synced_now.set()
+    await asyncio.wait_for(starting, 5)
+    await eventually(lambda: len(order) == 2)
+    assert order == ["freeze, synced", "reconcile chat"]
     await runtime.stop()

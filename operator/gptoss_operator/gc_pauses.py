@@ -20,6 +20,7 @@ generation the collector never visits, so later full collections see only newer 
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
 import time
@@ -29,6 +30,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gptoss_operator import names
 
@@ -39,6 +41,7 @@ LONG_FULL_COLLECTION_S: Final = 0.05
 THAW_EVERY_S: Final = 3600.0
 TEND_EVERY_S: Final = 5.0  # how often the runtime asks `HeapFreezer.tick` whether to freeze
 PAUSE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LONG_FROM: Final = PAUSE_BUCKETS.index(LONG_FULL_COLLECTION_S) + 1  # the first bucket of the long collections
 
 
 def freeze_long_lived_heap() -> int:
@@ -64,8 +67,12 @@ class GcPauseRecorder(Collector):
         self._started: float | None = None
         self._buckets = {g: [0] * (len(PAUSE_BUCKETS) + 1) for g in GENERATIONS}  # the last one is +Inf
         self._sums = dict.fromkeys(GENERATIONS, 0.0)
-        self.long_full_collections = 0  # full collections over LONG_FULL_COLLECTION_S (HeapFreezer reads it)
         self._registries: list[CollectorRegistry] = []
+
+    @property
+    def long_full_collections(self) -> int:
+        """Full collections that took over LONG_FULL_COLLECTION_S (a bucket bound): HeapFreezer reads it."""
+        return sum(self._buckets[GENERATIONS[-1]][_LONG_FROM:])
 
     def install(self, registry: CollectorRegistry) -> None:
         """Time every collection from now on and expose the histogram in `registry` (again: no change)."""
@@ -95,11 +102,8 @@ class GcPauseRecorder(Collector):
         counts = self._buckets.get(generation)
         if counts is None:
             return
-        index = next((i for i, bound in enumerate(PAUSE_BUCKETS) if seconds <= bound), len(PAUSE_BUCKETS))
-        counts[index] += 1
+        counts[bisect.bisect_left(PAUSE_BUCKETS, seconds)] += 1  # the first bound >= seconds; past the last: +Inf
         self._sums[generation] += seconds
-        if generation == GENERATIONS[-1] and seconds > LONG_FULL_COLLECTION_S:
-            self.long_full_collections += 1
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(
@@ -111,7 +115,7 @@ class GcPauseRecorder(Collector):
             running, buckets = 0, []
             for bound, count in zip((*PAUSE_BUCKETS, float("inf")), self._buckets[generation], strict=True):
                 running += count
-                buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+                buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
             family.add_metric([str(generation)], buckets, self._sums[generation])
         yield family
 
